@@ -1,0 +1,215 @@
+"""The study definition: one frozen dataclass, built from defaults < TOML file < CLI flags.
+
+The *definition* fields describe the study and are stored in it (see ``bsopt.study``), so
+every worker, the dashboard, the analysis and plain ``optuna.load_study`` users see the same
+thing. The *run* fields (storage, timeout, device, ...) belong to one invocation only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bsopt.errors import UsageError
+
+SAMPLERS = ("grid", "random", "tpe", "gp", "cmaes", "qmc")
+PRUNERS = ("median", "asha", "hyperband", "none")
+DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "synthetic")
+MODELS = ("cnn", "mlp")
+OPTIMIZERS = ("sgd", "adam")
+DEVICES = ("auto", "cpu", "cuda")
+LR_SCALINGS = ("none", "linear", "sqrt")
+OBJECTIVES = ("loss", "time")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Everything that defines a batch-size x learning-rate study, and how to run it."""
+
+    # --- definition: stored in the study, identical for every worker ---
+    study_name: str | None = None  # None: "<dataset>-<model>"
+    sampler: str = "tpe"
+    pruner: str = "hyperband"
+    n_trials: int | None = None  # total budget of complete + pruned trials; None: grid size or 20
+    dataset: str = "digits"
+    model: str = "cnn"
+    epochs: int = 5
+    batch_size_min: int = 16
+    batch_size_max: int = 256
+    lr_min: float = 1e-4
+    lr_max: float = 1.0
+    grid_lr_points: int = 5  # learning rates per batch size in the grid sampler's grid
+    optimizer: str = "adam"
+    momentum: float = 0.9  # SGD only
+    seed: int = 0
+    max_train_samples: int | None = None  # train on a subset so a trial is quick
+    lr_scaling: str = "none"  # sample base_lr at reference_batch, train at base_lr*(B/B0)^k
+    reference_batch: int = 64
+    warmup_epochs: float = 0.0  # linear warmup from 0 to lr (Goyal et al. 2017)
+    max_micro_batch: int | None = None  # larger batches run as accumulated micro-batches
+    noise_scale: bool = False  # measure the gradient noise scale during training
+    objectives: tuple[str, ...] = ("loss",)
+
+    # --- run: this invocation only, never stored ---
+    storage: str | None = field(default=None, compare=False)
+    timeout: float | None = field(default=None, compare=False)
+    data_dir: str | None = field(default=None, compare=False)
+    device: str = field(default="auto", compare=False)
+    workers: int = field(default=1, compare=False)
+    artifact_dir: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    @property
+    def name(self) -> str:
+        """The study's name: the one given, or ``<dataset>-<model>``."""
+        return self.study_name or f"{self.dataset}-{self.model}"
+
+    def definition(self) -> dict[str, Any]:
+        """The fields stored in the study, as JSON-ready values."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.compare}
+        out["study_name"] = self.name
+        out["objectives"] = list(self.objectives)
+        return out
+
+    def replace(self, **changes: Any) -> StudyConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+DEFINITION_FIELDS = tuple(f.name for f in dataclasses.fields(StudyConfig) if f.compare)
+ALL_FIELDS = tuple(f.name for f in dataclasses.fields(StudyConfig))
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise UsageError(f"unknown {name} {value!r}: choose one of {', '.join(choices)}")
+
+
+def _check_positive(name: str, value: float | int | None) -> None:
+    if value is not None and not (value > 0 and math.isfinite(value)):
+        raise UsageError(f"{name} must be positive, got {value}")
+
+
+def validate(config: StudyConfig) -> None:
+    """Raise ``UsageError`` naming the first field that cannot work."""
+    _check_choice("sampler", config.sampler, SAMPLERS)
+    _check_choice("pruner", config.pruner, PRUNERS)
+    _check_choice("dataset", config.dataset, DATASETS)
+    _check_choice("model", config.model, MODELS)
+    _check_choice("optimizer", config.optimizer, OPTIMIZERS)
+    _check_choice("device", config.device, DEVICES)
+    _check_choice("lr scaling", config.lr_scaling, LR_SCALINGS)
+    for objective in config.objectives:
+        _check_choice("objective", objective, OBJECTIVES)
+    if len(set(config.objectives)) != len(config.objectives) or not config.objectives:
+        raise UsageError("--objectives takes loss, time or loss,time (each at most once)")
+    for name in ("epochs", "batch_size_min", "batch_size_max", "lr_min", "lr_max",
+                 "grid_lr_points", "n_trials", "timeout", "max_train_samples",
+                 "reference_batch", "max_micro_batch", "workers"):
+        _check_positive(name.replace("_", "-"), getattr(config, name))
+    if config.batch_size_min > config.batch_size_max:
+        raise UsageError(
+            f"--batch-size {config.batch_size_min}:{config.batch_size_max} is reversed: "
+            "give MIN:MAX with MIN <= MAX"
+        )
+    if config.lr_min > config.lr_max:
+        raise UsageError(
+            f"--lr {config.lr_min:g}:{config.lr_max:g} is reversed: give MIN:MAX with MIN <= MAX"
+        )
+    if not 0 <= config.momentum < 1:
+        raise UsageError(f"--momentum must be in [0, 1), got {config.momentum}")
+    if not 0 <= config.warmup_epochs <= config.epochs:
+        raise UsageError(f"--warmup-epochs must be between 0 and --epochs, got {config.warmup_epochs}")
+    if 2 ** math.floor(math.log2(config.batch_size_max)) < config.batch_size_min:
+        raise UsageError(
+            f"--batch-size {config.batch_size_min}:{config.batch_size_max} holds no power of two: "
+            "widen the range"
+        )
+
+
+def parse_range(text: str, flag: str, kind: type = float) -> tuple[Any, Any]:
+    """Parse ``MIN:MAX`` (or a single value, meaning MIN = MAX) for ``flag``."""
+    parts = str(text).split(":")
+    if len(parts) not in (1, 2):
+        raise UsageError(f"{flag} takes MIN:MAX, got {text!r}")
+    try:
+        values = [kind(p) for p in parts]
+    except ValueError:
+        raise UsageError(f"{flag} takes MIN:MAX with {kind.__name__} values, got {text!r}") from None
+    return values[0], values[-1]
+
+
+def _coerce_ranges(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """Turn ``batch_size``/``lr`` ranges (``"16:256"`` or ``[16, 256]``) into min/max fields."""
+    out = dict(values)
+    for key, kind in (("batch_size", int), ("lr", float)):
+        if key not in out:
+            continue
+        raw = out.pop(key)
+        if isinstance(raw, list) and len(raw) == 2:
+            low, high = kind(raw[0]), kind(raw[1])
+        elif isinstance(raw, str):
+            low, high = parse_range(raw, f"{key} in {source}", kind)
+        else:
+            raise UsageError(f"{key} in {source} must be \"MIN:MAX\" or [MIN, MAX], got {raw!r}")
+        out[f"{key}_min"], out[f"{key}_max"] = low, high
+    if "objectives" in out and isinstance(out["objectives"], str):
+        out["objectives"] = tuple(s.strip() for s in out["objectives"].split(",") if s.strip())
+    elif "objectives" in out:
+        out["objectives"] = tuple(out["objectives"])
+    return out
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Read a study TOML file into config fields (flat keys named like the CLI flags)."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config file {path} is not valid TOML: {exc}") from None
+    raw = {key.replace("-", "_"): value for key, value in raw.items()}
+    values = _coerce_ranges(raw, str(path))
+    unknown = sorted(set(values) - set(ALL_FIELDS))
+    if unknown:
+        raise UsageError(
+            f"unknown key {unknown[0]!r} in {path}; known keys: "
+            + ", ".join(k for k in ALL_FIELDS if not k.endswith(("_min", "_max")))
+            + ", batch_size, lr"
+        )
+    return values
+
+
+def build_config(
+    toml_path: str | Path | None = None, flags: dict[str, Any] | None = None
+) -> tuple[StudyConfig, dict[str, Any]]:
+    """Build the config from defaults < TOML file < flags.
+
+    Returns the config and the fields the user set explicitly (TOML or flags), which a
+    join compares against the stored definition.
+    """
+    explicit: dict[str, Any] = {}
+    if toml_path is not None:
+        explicit.update(read_toml(toml_path))
+    explicit.update(_coerce_ranges({k: v for k, v in (flags or {}).items() if v is not None},
+                                   "the flags"))
+    try:
+        config = StudyConfig(**explicit)
+    except TypeError as exc:  # a wrong type in the TOML file, e.g. epochs = "five"
+        raise UsageError(f"bad value in the study definition: {exc}") from None
+    return config, explicit
+
+
+def config_from_definition(definition: dict[str, Any], **run: Any) -> StudyConfig:
+    """Rebuild a config from a definition stored in a study, plus run fields."""
+    known = {k: v for k, v in definition.items() if k in DEFINITION_FIELDS}
+    if "objectives" in known:
+        known["objectives"] = tuple(known["objectives"])
+    return StudyConfig(**known, **run)

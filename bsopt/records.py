@@ -1,0 +1,124 @@
+"""What bsopt stores on each trial, and the one way to read it back.
+
+Every trial of a bsopt study has the parameters ``batch_size`` and ``lr`` (or ``base_lr``
+when the search space follows a scaling rule; the effective ``lr`` is then a user attribute),
+reports the validation loss with the epoch (1, 2, ...) as step, and stores its learning
+curves as user attributes: lists with one entry per finished epoch. Plots, analysis and
+export read trials through :func:`trial_records` so they all agree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+# Study user attribute holding the study definition (``StudyConfig.definition()``).
+CONFIG_ATTR = "bsopt_config"
+
+# Trial user attributes: per-epoch lists ...
+TRAIN_LOSS = "train_loss"
+VAL_LOSS = "val_loss"
+VAL_ACCURACY = "val_accuracy"
+EPOCH_SECONDS = "epoch_seconds"
+SAMPLES_PER_SECOND = "samples_per_second"
+STEPS = "steps"  # optimizer steps taken by the end of each epoch (cumulative)
+NOISE_SCALE = "noise_scale"  # B_simple estimate per epoch (only with --noise-scale)
+GRAD_SQ_NORM = "grad_sq_norm"  # |G|^2 estimate per epoch (only with --noise-scale)
+GRAD_TRACE = "grad_trace"  # tr(Sigma) estimate per epoch (only with --noise-scale)
+CURVES = (TRAIN_LOSS, VAL_LOSS, VAL_ACCURACY, EPOCH_SECONDS, SAMPLES_PER_SECOND, STEPS,
+          NOISE_SCALE, GRAD_SQ_NORM, GRAD_TRACE)
+# ... and scalars.
+LR = "lr"  # the effective learning rate the trial trained with
+MICRO_BATCH = "micro_batch"  # micro-batch size (== batch_size unless accumulating)
+TRAIN_SECONDS = "train_seconds"  # total training seconds (second objective with time)
+PEAK_MEMORY_MB = "peak_memory_mb"
+PRUNED_REASON = "pruned_reason"
+FAIL_REASON = "fail_reason"
+RESUMED_FROM_EPOCH = "resumed_from_epoch"
+WORKER = "worker"
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as bsopt sees it: parameters, outcome and per-epoch curves."""
+
+    number: int
+    state: str
+    batch_size: int
+    lr: float
+    value: float | None  # final validation loss (first objective), None if unfinished
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+    samples_per_second: list[float] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)
+    noise_scale: list[float] = field(default_factory=list)
+    train_seconds: float | None = None
+    pruned_reason: str | None = None
+
+    @property
+    def epochs(self) -> int:
+        """Epochs the trial finished."""
+        return len(self.val_loss)
+
+    @property
+    def final_accuracy(self) -> float | None:
+        return self.val_accuracy[-1] if self.val_accuracy else None
+
+    @property
+    def final_val_loss(self) -> float | None:
+        return self.val_loss[-1] if self.val_loss else None
+
+
+def effective_lr(trial: FrozenTrial) -> float | None:
+    """The learning rate the trial trained with (``lr`` attribute, else the ``lr`` param)."""
+    value = trial.user_attrs.get(LR, trial.params.get(LR))
+    return float(value) if value is not None else None
+
+
+def _floats(values: Sequence[float] | None) -> list[float]:
+    return [float(v) if v is not None else math.nan for v in (values or [])]
+
+
+def trial_record(trial: FrozenTrial) -> TrialRecord | None:
+    """The record of one trial, or None if it has no batch size or learning rate yet."""
+    lr = effective_lr(trial)
+    if "batch_size" not in trial.params or lr is None:
+        return None
+    attrs = trial.user_attrs
+    value = trial.values[0] if trial.values else None
+    return TrialRecord(
+        number=trial.number,
+        state=trial.state.name,
+        batch_size=int(trial.params["batch_size"]),
+        lr=lr,
+        value=value,
+        train_loss=_floats(attrs.get(TRAIN_LOSS)),
+        val_loss=_floats(attrs.get(VAL_LOSS)),
+        val_accuracy=_floats(attrs.get(VAL_ACCURACY)),
+        epoch_seconds=_floats(attrs.get(EPOCH_SECONDS)),
+        samples_per_second=_floats(attrs.get(SAMPLES_PER_SECOND)),
+        steps=[int(s) for s in attrs.get(STEPS, [])],
+        noise_scale=_floats(attrs.get(NOISE_SCALE)),
+        train_seconds=attrs.get(TRAIN_SECONDS),
+        pruned_reason=attrs.get(PRUNED_REASON),
+    )
+
+
+def trial_records(
+    trials: Iterable[FrozenTrial],
+    states: tuple[TrialState, ...] = (TrialState.COMPLETE, TrialState.PRUNED),
+) -> list[TrialRecord]:
+    """Records of the trials in ``states`` that have a batch size and learning rate."""
+    records = (trial_record(t) for t in trials if t.state in states)
+    return [r for r in records if r is not None]
+
+
+def study_records(study: optuna.Study) -> list[TrialRecord]:
+    """Records of a study's complete and pruned trials."""
+    return trial_records(study.get_trials(deepcopy=False))
