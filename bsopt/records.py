@@ -40,6 +40,7 @@ PRUNED_REASON = "pruned_reason"
 FAIL_REASON = "fail_reason"
 RESUMED_FROM_EPOCH = "resumed_from_epoch"
 WORKER = "worker"
+SERIES = "series"  # number of the first trial of a retry series (retries inherit it)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,216 @@
+"""The ``bsopt`` command: parse flags, build a config, make one library call, print.
+
+Every subcommand is a parser function plus a command function whose body is a call into
+the library. Mistakes a user can make (``UsageError``) print one line and exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bsopt import config as cfg
+from bsopt.errors import UsageError
+
+EXIT_USAGE = 2
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with bsopt's error line (one line, exit status 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _add_storage(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--storage", metavar="URL",
+                        help="sqlite:///FILE.db, postgresql://USER:PW@HOST/DB or "
+                             "grpc://HOST:PORT (default: $BSOPT_STORAGE, else sqlite:///bsopt.db)")
+
+
+def _add_study_name(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("--study-name", required=required, metavar="NAME")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+# --- search -------------------------------------------------------------------------------
+
+SEARCH_FLAGS = ("study_name", "storage", "sampler", "pruner", "n_trials", "timeout", "dataset",
+                "data_dir", "model", "epochs", "grid_lr_points", "optimizer", "momentum", "seed",
+                "device", "max_train_samples", "workers", "artifact_dir")
+
+
+def add_search(sub: Any) -> None:
+    p = sub.add_parser("search", help="run a batch-size x learning-rate study",
+                       description="Create or join a study and run its remaining trials.")
+    p.add_argument("--config", metavar="FILE.toml", help="study definition (see studies/)")
+    _add_study_name(p, required=False)
+    _add_storage(p)
+    p.add_argument("--sampler", help=f"one of {', '.join(cfg.SAMPLERS)} (default tpe)")
+    p.add_argument("--pruner", help=f"one of {', '.join(cfg.PRUNERS)} (default hyperband)")
+    p.add_argument("--n-trials", type=_positive_int,
+                   help="total budget of complete + pruned trials (default: grid size or 20)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop this run after")
+    p.add_argument("--dataset", help=f"one of {', '.join(cfg.DATASETS)} (default digits)")
+    p.add_argument("--data-dir", metavar="DIR", help="torchvision datasets (~/.cache/bsopt)")
+    p.add_argument("--model", help="cnn or mlp (default cnn)")
+    p.add_argument("--epochs", type=_positive_int)
+    p.add_argument("--batch-size", metavar="MIN:MAX", help="powers of two in [MIN, MAX]")
+    p.add_argument("--lr", metavar="MIN:MAX", help="log-uniform learning rate bounds")
+    p.add_argument("--grid-lr-points", type=_positive_int, metavar="N",
+                   help="learning rates per batch size in the grid (default 5)")
+    p.add_argument("--optimizer", help="sgd or adam (default adam)")
+    p.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--max-train-samples", type=_positive_int, metavar="N",
+                   help="train on the first N examples of the split")
+    p.add_argument("--workers", type=_positive_int, metavar="N",
+                   help="worker processes on this machine sharing the study (default 1)")
+    p.add_argument("--artifact-dir", metavar="DIR",
+                   help="where checkpoints go (default: beside the SQLite file)")
+    p.set_defaults(func=cmd_search)
+
+
+def search_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields the user gave as flags (None: not given)."""
+    flags = {name: getattr(args, name) for name in SEARCH_FLAGS}
+    flags["batch_size"] = args.batch_size
+    flags["lr"] = args.lr
+    return {k: v for k, v in flags.items() if v is not None}
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from bsopt.console import ProgressPrinter, best_table
+    from bsopt.search import search
+
+    config, explicit = cfg.build_config(args.config, search_flags(args))
+    result = search(config, explicit, progress=ProgressPrinter())
+    counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(result.counts.items()))
+    print(f"\nstudy {result.study_name!r} in {result.storage}: {counts}")
+    if result.best:
+        print(best_table(result.best, result.config.objectives))
+    for error in result.errors:
+        print(f"error: {error}", file=sys.stderr)
+    resume = f"bsopt search --storage '{result.storage}' --study-name {result.study_name}"
+    if result.interrupted:
+        print(f"interrupted: {result.budget_left} trials left; resume with: {resume}")
+        return 130
+    if result.budget_left:
+        print(f"{result.budget_left} trials of the budget left; continue with: {resume}")
+    print(f"dashboard: bsopt dashboard --storage '{result.storage}'")
+    return 0
+
+
+# --- studies, best, export ---------------------------------------------------------------
+
+def add_studies(sub: Any) -> None:
+    p = sub.add_parser("studies", help="list the studies in a storage with their counts")
+    _add_storage(p)
+    p.set_defaults(func=cmd_studies)
+
+
+def cmd_studies(args: argparse.Namespace) -> int:
+    from bsopt.console import table
+    from bsopt.summaries import list_studies
+
+    rows = list_studies(args.storage)
+    if not rows:
+        print("no studies")
+        return 0
+    print(table(["study", "sampler", "dataset", "model", "budget", "complete", "pruned",
+                 "fail", "running", "waiting", "best"],
+                [[r.name, r.sampler, r.dataset, r.model, r.budget, *r.counts_row(), r.best_value]
+                 for r in rows]))
+    return 0
+
+
+def add_best(sub: Any) -> None:
+    p = sub.add_parser("best", help="print the best trial of a study")
+    _add_study_name(p)
+    _add_storage(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_best)
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    from bsopt.console import best_table
+    from bsopt.summaries import best_trial_summary
+
+    summary = best_trial_summary(args.storage, args.study_name)
+    if args.json:
+        print(json.dumps(summary.to_dict(), indent=2))
+    else:
+        print(best_table(summary.trials, summary.objectives))
+    return 0
+
+
+def add_export(sub: Any) -> None:
+    p = sub.add_parser("export", help="write every trial with its params, value and curves")
+    _add_study_name(p)
+    _add_storage(p)
+    p.add_argument("--format", choices=("csv", "json"), default="csv")
+    p.add_argument("-o", "--output", metavar="FILE", help="default: standard output")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from bsopt.export import export_study
+    from bsopt.summaries import open_existing
+
+    text = export_study(open_existing(args.storage, args.study_name), args.format)
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+COMMANDS: list[Callable[[Any], None]] = [add_search, add_studies, add_best, add_export]
+
+
+def build_parser() -> Parser:
+    """The ``bsopt`` argument parser with every subcommand."""
+    parser = Parser(prog="bsopt", description="Find the batch size and learning rate at "
+                    "which a network trains best, and show why.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``bsopt`` command; returns the exit status."""
+    import warnings
+
+    import optuna
+
+    # bsopt prints its own progress; Optuna's per-trial log lines and its notes that
+    # heartbeats are experimental would only repeat or distract.
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return int(args.func(args) or 0)
+    except UsageError as exc:
+        print(f"bsopt: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("bsopt: aborted", file=sys.stderr)
+        return 130
+
+
+def entry_point() -> None:
+    sys.exit(main())

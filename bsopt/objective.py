@@ -1,0 +1,155 @@
+"""The objective: trial -> (batch size, lr) -> train -> validation loss.
+
+``Objective`` trains the reference CNN or MLP (or the network a user's ``model_factory``
+builds) with the sampled batch size and learning rate. After every epoch it stores the
+curves on the trial, reports the validation loss with the epoch as step (so pruners compare
+trials after equal data), writes a checkpoint and asks the pruner.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+import torch
+from torch import nn
+
+from bsopt import records
+from bsopt.checkpoints import CHECKPOINT_ATTR, load_checkpoint, remove_checkpoint, save_checkpoint
+from bsopt.config import StudyConfig
+from bsopt.data import TensorData
+from bsopt.models import build_model
+from bsopt.space import suggest
+from bsopt.train import Diverged, EpochResult, Trainer, TrainSettings
+
+ModelFactory = Callable[[tuple[int, int, int], int], nn.Module]
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+
+class Interrupted(Exception):
+    """The worker was asked to stop (Ctrl-C, SIGTERM) in the middle of a trial."""
+
+
+class StopFlagTrainer(Trainer):
+    """A trainer that stops between optimizer steps once ``stop`` is set."""
+
+    def __init__(self, *args: Any, stop: threading.Event | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._stop = stop
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        if self._stop is not None and self._stop.is_set():
+            raise Interrupted(f"interrupted during epoch {self.epoch + 1}")
+        return super()._step(x, y)
+
+
+def retry_series(trial: optuna.Trial) -> int:
+    """The number of the first trial of this trial's retry series (itself if not a retry).
+
+    Retries copy the user attributes of the trial they retry, so the series is inherited.
+    """
+    series = int(trial.user_attrs.get(records.SERIES, trial.number))
+    trial.set_user_attr(records.SERIES, series)
+    return series
+
+
+class Objective:
+    """Train one network per trial and return its validation loss (and seconds).
+
+    Args:
+        config: The study definition.
+        data: The dataset, already on ``device``.
+        device: Where to train.
+        artifact_store: Optuna artifact store for checkpoints; None disables them.
+        model_factory: Builds the network from (input shape, number of classes); the
+            default builds ``config.model`` (the seeds' CNN or MLP).
+        stop: When set, the running trial stops at the next optimizer step.
+        progress: Called with a dict after every epoch (for the progress display).
+    """
+
+    def __init__(self, config: StudyConfig, data: TensorData, device: torch.device, *,
+                 artifact_store: Any = None, model_factory: ModelFactory | None = None,
+                 stop: threading.Event | None = None,
+                 progress: ProgressCallback | None = None) -> None:
+        self.config = config
+        self.data = data
+        self.device = device
+        self.artifact_store = artifact_store
+        self.model_factory = model_factory or (lambda shape, k: build_model(config.model, shape, k))
+        self.stop = stop
+        self.progress = progress
+
+    def settings(self, batch_size: int, lr: float) -> TrainSettings:
+        """How a trial with this batch size and lr trains."""
+        c = self.config
+        return TrainSettings(batch_size=batch_size, lr=lr, epochs=c.epochs, optimizer=c.optimizer,
+                             momentum=c.momentum, warmup_epochs=c.warmup_epochs,
+                             max_micro_batch=c.max_micro_batch, noise_scale=c.noise_scale,
+                             seed=c.seed)
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        batch_size, lr = suggest(trial, self.config)
+        settings = self.settings(batch_size, lr)
+        trial.set_user_attr(records.LR, lr)
+        trial.set_user_attr(records.MICRO_BATCH, settings.micro_batch)
+        model = self.model_factory(self.data.input_shape, self.data.num_classes).to(self.device)
+        trainer = StopFlagTrainer(model, self.data, settings, stop=self.stop)
+        series = retry_series(trial)
+        if self.artifact_store is not None and (state := load_checkpoint(self.artifact_store, trial)):
+            trainer.load_state_dict(state)
+            trial.set_user_attr(records.RESUMED_FROM_EPOCH, trainer.epoch)
+        single = len(self.config.objectives) == 1
+        while trainer.epoch < settings.epochs:
+            try:
+                result = trainer.run_epoch()
+            except Diverged as exc:
+                trial.set_user_attr(records.PRUNED_REASON, f"diverged: {exc}")
+                self._notify(trial, batch_size, lr, None, "diverged")
+                raise optuna.TrialPruned(f"diverged: {exc}") from None
+            self._record(trial, trainer)
+            if self.artifact_store is not None:
+                save_checkpoint(self.artifact_store, trial, trainer.state_dict(), result.epoch,
+                                series)
+            if single:
+                trial.report(result.val_loss, result.epoch)
+            self._notify(trial, batch_size, lr, result, "epoch")
+            if single and trainer.epoch < settings.epochs and trial.should_prune():
+                trial.set_user_attr(records.PRUNED_REASON,
+                                    f"pruned by {self.config.pruner} after epoch {result.epoch}")
+                self._clear_checkpoint(trial)
+                raise optuna.TrialPruned(f"pruned after epoch {result.epoch}")
+        self._clear_checkpoint(trial)
+        final = trainer.history.epochs[-1]
+        seconds = sum(e.seconds for e in trainer.history.epochs)
+        values = {"loss": final.val_loss, "time": seconds}
+        if single:
+            return values[self.config.objectives[0]]
+        return tuple(values[name] for name in self.config.objectives)  # type: ignore[return-value]
+
+    def _record(self, trial: optuna.Trial, trainer: Trainer) -> None:
+        curves = trainer.history.as_lists()
+        for key in (records.TRAIN_LOSS, records.VAL_LOSS, records.VAL_ACCURACY, records.STEPS):
+            trial.set_user_attr(key, curves[key])
+        trial.set_user_attr(records.EPOCH_SECONDS, curves["seconds"])
+        trial.set_user_attr(records.SAMPLES_PER_SECOND, curves["samples_per_second"])
+        trial.set_user_attr(records.TRAIN_SECONDS, sum(curves["seconds"]))
+        if trainer.settings.noise_scale:
+            for key in (records.NOISE_SCALE, records.GRAD_SQ_NORM, records.GRAD_TRACE):
+                trial.set_user_attr(key, curves[key])
+
+    def _clear_checkpoint(self, trial: optuna.Trial) -> None:
+        if self.artifact_store is not None:
+            remove_checkpoint(self.artifact_store, trial.user_attrs.get(CHECKPOINT_ATTR))
+
+    def _notify(self, trial: optuna.Trial, batch_size: int, lr: float,
+                result: EpochResult | None, event: str) -> None:
+        if self.progress is None:
+            return
+        self.progress({
+            "event": event, "trial": trial.number, "batch_size": batch_size, "lr": lr,
+            "epoch": result.epoch if result else None, "epochs": self.config.epochs,
+            "val_loss": result.val_loss if result else None,
+            "val_accuracy": result.val_accuracy if result else None,
+        })

@@ -1,0 +1,52 @@
+"""Sampler and pruner registries: a name in, Optuna's own class out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import optuna
+
+from bsopt.config import StudyConfig
+from bsopt.space import grid
+
+
+def _grid(config: StudyConfig) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.GridSampler(grid(config), seed=config.seed)
+
+
+SAMPLERS: dict[str, Callable[[StudyConfig], optuna.samplers.BaseSampler]] = {
+    "grid": _grid,
+    "random": lambda c: optuna.samplers.RandomSampler(seed=c.seed),
+    # Optuna 5's TPE defaults: multivariate, constant liar (good with parallel workers).
+    "tpe": lambda c: optuna.samplers.TPESampler(seed=c.seed, n_startup_trials=8),
+    "gp": lambda c: optuna.samplers.GPSampler(seed=c.seed),
+    "cmaes": lambda c: optuna.samplers.CmaEsSampler(seed=c.seed, warn_independent_sampling=False),
+    "qmc": lambda c: optuna.samplers.QMCSampler(
+        seed=c.seed, scramble=True, warn_independent_sampling=False, warn_asynchronous_seeding=False
+    ),
+}
+
+
+def _hyperband(config: StudyConfig) -> optuna.pruners.BasePruner:
+    return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.epochs)
+
+
+PRUNERS: dict[str, Callable[[StudyConfig], optuna.pruners.BasePruner]] = {
+    # Steps are epochs, so every pruner compares trials after the same amount of data.
+    "median": lambda c: optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1),
+    "asha": lambda c: optuna.pruners.SuccessiveHalvingPruner(min_resource=1),
+    "hyperband": _hyperband,
+    "none": lambda c: optuna.pruners.NopPruner(),
+}
+
+
+def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler named by ``config.sampler``."""
+    return SAMPLERS[config.sampler](config)
+
+
+def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
+    """The Optuna pruner named by ``config.pruner`` (none for multi-objective studies)."""
+    if len(config.objectives) > 1:
+        return optuna.pruners.NopPruner()  # Optuna prunes single-objective studies only
+    return PRUNERS[config.pruner](config)

@@ -1,0 +1,203 @@
+"""``bsopt search`` as a library call: open the study, run workers, summarise.
+
+``search(config)`` creates or joins the study, runs ``config.workers`` workers (in this
+process for one, in child processes for more), attaches the figures for optuna-dashboard,
+and returns a :class:`SearchResult`. Ctrl-C or SIGTERM stops the running trials at their
+next optimizer step; they are failed, re-enqueued with their checkpoints, and resume when
+the same command runs again.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+import torch
+
+from bsopt.checkpoints import make_artifact_store
+from bsopt.config import StudyConfig
+from bsopt.data import load_dataset
+from bsopt.objective import ModelFactory, Objective
+from bsopt.storage import make_storage, mask_url, resolve_url
+from bsopt.study import budget_left, open_study, state_counts
+from bsopt.worker import TooManyFailures, WorkerResult, retry_failed_trial, run_worker
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class SearchResult:
+    """What a search run did and where its study stands."""
+
+    study_name: str
+    storage: str  # password masked
+    config: StudyConfig
+    counts: dict[str, int]  # trials by state, whole study
+    budget_left: int
+    best: list[optuna.trial.FrozenTrial]
+    interrupted: bool = False
+    errors: list[str] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when available, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from bsopt.errors import UsageError
+
+        raise UsageError("--device cuda but no CUDA device is available: use --device cpu")
+    return torch.device(name)
+
+
+@contextmanager
+def stop_on_signals(stop: Any) -> Iterator[None]:
+    """Set ``stop`` on the first Ctrl-C or SIGTERM; a second Ctrl-C aborts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: Any) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _run_one_worker(config: StudyConfig, *, stop: Any, progress: ProgressCallback | None,
+                    model_factory: ModelFactory | None, worker_name: str,
+                    study: optuna.Study | None = None) -> WorkerResult:
+    """Load the study and data in this process and run one worker on it."""
+    from bsopt.study import load_study
+
+    if study is None:
+        storage = make_storage(config.storage, stale_trial_callback=retry_failed_trial)
+        study, _ = load_study(storage, config.name, storage=config.storage,
+                              data_dir=config.data_dir, device=config.device)
+    device = resolve_device(config.device)
+    data = load_dataset(config.dataset, data_dir=config.data_dir,
+                        max_train_samples=config.max_train_samples, device=device)
+    store = make_artifact_store(resolve_url(config.storage), config.artifact_dir)
+    objective = Objective(config, data, device, artifact_store=store, stop=stop,
+                          model_factory=model_factory, progress=progress)
+    return run_worker(study, objective, timeout=config.timeout, stop=stop,
+                      worker_name=worker_name, on_trial_end=progress)
+
+
+def _child_worker(config: StudyConfig, stop: Any, events: Any, index: int,
+                  threads: int) -> None:
+    """Entry point of a worker process started by ``--workers N``."""
+    torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    name = f"w{index}@{os.uname().nodename}:{os.getpid()}"
+
+    def progress(event: dict[str, Any]) -> None:
+        events.put({**event, "worker": index})
+
+    with stop_on_signals(stop):
+        try:
+            result = _run_one_worker(config, stop=stop, progress=progress, model_factory=None,
+                                     worker_name=name)
+            events.put({"event": "worker_done", "worker": index,
+                        "interrupted_trial": result.interrupted_trial})
+        except TooManyFailures as exc:
+            events.put({"event": "worker_error", "worker": index, "error": str(exc)})
+        except KeyboardInterrupt:
+            events.put({"event": "worker_error", "worker": index, "error": "aborted"})
+
+
+def _run_worker_processes(config: StudyConfig, stop: Any, progress: ProgressCallback | None,
+                          errors: list[str]) -> bool:
+    """Run ``config.workers`` worker processes; returns True if any was interrupted."""
+    context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools
+    events = context.Queue()
+    threads = max(1, (os.cpu_count() or 1) // config.workers)
+    processes = [context.Process(target=_child_worker, args=(config, stop, events, i, threads),
+                                 name=f"bsopt-worker-{i}")
+                 for i in range(config.workers)]
+    for process in processes:
+        process.start()
+    interrupted, done = False, 0
+    while done < len(processes):
+        try:
+            event = events.get(timeout=1.0)
+        except Exception:  # queue.Empty: check for workers that died without a word
+            if all(not p.is_alive() for p in processes) and events.empty():
+                break
+            continue
+        if event["event"] in ("worker_done", "worker_error"):
+            done += 1
+            if event.get("interrupted_trial") is not None:
+                interrupted = True
+            if event["event"] == "worker_error":
+                errors.append(f"worker {event['worker']}: {event['error']}")
+        elif progress is not None:
+            progress(event)
+    for process in processes:
+        process.join()
+    return interrupted or stop.is_set()
+
+
+def search(config: StudyConfig, explicit: dict[str, Any] | None = None, *,
+           progress: ProgressCallback | None = None,
+           model_factory: ModelFactory | None = None,
+           attach_figures: bool = True) -> SearchResult:
+    """Create or join the study described by ``config`` and run its remaining budget.
+
+    Args:
+        config: The study definition and this run's settings.
+        explicit: The fields the user set (TOML or flags); a join refuses to contradict them.
+        progress: Called with a dict for every finished epoch and trial.
+        model_factory: Builds the user's network from (input shape, number of classes)
+            instead of the reference CNN/MLP (one worker only: it must be importable to be
+            sent to worker processes).
+        attach_figures: Attach bsopt's figures to the study for optuna-dashboard at the end.
+
+    Raises:
+        UsageError: bad input (see ``bsopt.config`` and ``bsopt.study``).
+        TooManyFailures: trials keep failing.
+    """
+    storage = make_storage(config.storage, stale_trial_callback=retry_failed_trial)
+    study, config = open_study(config, storage, explicit)
+    errors: list[str] = []
+    if config.workers == 1:
+        stop = threading.Event()
+        with stop_on_signals(stop):
+            result = _run_one_worker(config, stop=stop, progress=progress,
+                                     model_factory=model_factory, worker_name="w0",
+                                     study=study)
+        interrupted = result.interrupted_trial is not None or stop.is_set()
+    else:
+        stop = multiprocessing.get_context("spawn").Event()
+        with stop_on_signals(stop):
+            interrupted = _run_worker_processes(config, stop, progress, errors)
+    if attach_figures:
+        from bsopt.dashboard import attach_figures as attach
+
+        attach(study)
+    if errors and not interrupted and all("failed in a row" in e for e in errors):
+        raise TooManyFailures("; ".join(errors))
+    return SearchResult(
+        study_name=study.study_name, storage=mask_url(resolve_url(config.storage)),
+        config=config, counts=state_counts(study), budget_left=budget_left(study),
+        best=_best(study), interrupted=interrupted, errors=errors,
+    )
+
+
+def _best(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    from bsopt.study import best_trials
+
+    return best_trials(study, 5)

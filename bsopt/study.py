@@ -1,0 +1,167 @@
+"""Create, join and resume a study; its definition and budget live in the study itself.
+
+A new study stores its definition (``StudyConfig.definition()``) as the study user attribute
+``bsopt_config`` and enqueues its whole budget as WAITING trials: one per grid point for the
+grid sampler, otherwise empty ones that the sampler fills in when a worker claims them.
+Claiming a WAITING trial is atomic in every Optuna storage, so N workers on a budget of T
+finish exactly T trials between them, and every grid point is evaluated once. A failed trial
+is re-enqueued (``bsopt.worker``), so failures do not use the budget.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from bsopt.config import DEFINITION_FIELDS, StudyConfig, config_from_definition
+from bsopt.errors import UsageError
+from bsopt.records import CONFIG_ATTR
+from bsopt.samplers import make_pruner, make_sampler
+from bsopt.space import default_n_trials, grid_points
+
+BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+CREATION_WAIT_SECONDS = 30  # a joiner waits this long for a creator to store the definition
+
+
+def directions(config: StudyConfig) -> list[str]:
+    """Minimize validation loss (and training seconds with ``--objectives loss,time``)."""
+    return ["minimize"] * len(config.objectives)
+
+
+def _stored_definition(storage: optuna.storages.BaseStorage, name: str) -> dict[str, Any] | None:
+    """The definition stored in study ``name``; None if there is no such study.
+
+    Raises:
+        UsageError: the study exists but was not made by bsopt.
+    """
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return None
+    deadline = time.monotonic() + CREATION_WAIT_SECONDS
+    while (definition := storage.get_study_user_attrs(study_id).get(CONFIG_ATTR)) is None:
+        if time.monotonic() > deadline:
+            raise UsageError(
+                f"study {name!r} exists but has no bsopt definition (made by another tool?): "
+                "pick another --study-name"
+            )
+        time.sleep(0.5)  # another worker is creating it right now
+    return definition
+
+
+def differing_fields(stored: dict[str, Any], explicit: dict[str, Any]) -> list[str]:
+    """The definition fields the user set explicitly to values unlike the stored ones."""
+    requested = StudyConfig(**{**{k: v for k, v in stored.items() if k in DEFINITION_FIELDS},
+                               "objectives": tuple(stored.get("objectives", ("loss",))),
+                               **explicit}).definition()
+    return [f for f in DEFINITION_FIELDS if f in explicit and requested[f] != stored.get(f)]
+
+
+def _refuse_join(name: str, stored: dict[str, Any], explicit: dict[str, Any],
+                 fields: list[str]) -> UsageError:
+    requested = ", ".join(f"{f}={explicit[f]!r}" for f in fields)
+    existing = ", ".join(f"{f}={stored.get(f)!r}" for f in fields)
+    return UsageError(
+        f"study {name!r} was created with {existing}; this run asks for {requested}: "
+        "drop those flags to join it, or choose a new --study-name"
+    )
+
+
+def load_study(storage: optuna.storages.BaseStorage, name: str,
+               **run: Any) -> tuple[optuna.Study, StudyConfig]:
+    """Load an existing bsopt study and its config (with ``run`` fields for this process).
+
+    Raises:
+        UsageError: no such study, or not a bsopt study.
+    """
+    definition = _stored_definition(storage, name)
+    if definition is None:
+        raise UsageError(f"no study named {name!r} in this storage: "
+                         "`bsopt studies` lists the studies there")
+    config = config_from_definition(definition, **run)
+    study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(config),
+                              pruner=make_pruner(config))
+    return study, config
+
+
+def open_study(config: StudyConfig, storage: optuna.storages.BaseStorage,
+               explicit: dict[str, Any] | None = None) -> tuple[optuna.Study, StudyConfig]:
+    """Create the study ``config.name``, or join it if it exists.
+
+    A join uses the stored definition; fields the user set explicitly (``explicit``) must
+    agree with it. Nothing is written to the storage before every check has passed.
+
+    Returns:
+        The study and the config in force (the stored definition plus this run's fields).
+
+    Raises:
+        UsageError: the explicit fields contradict the stored definition, or the budget
+            does not fit the grid.
+    """
+    explicit = explicit or {}
+    run = {"storage": config.storage, "timeout": config.timeout, "data_dir": config.data_dir,
+           "device": config.device, "workers": config.workers,
+           "artifact_dir": config.artifact_dir}
+    stored = _stored_definition(storage, config.name)
+    if stored is not None:
+        fields = differing_fields(stored, {k: v for k, v in explicit.items()
+                                           if k in DEFINITION_FIELDS and k != "study_name"})
+        if fields:
+            raise _refuse_join(config.name, stored, explicit, fields)
+        return load_study(storage, config.name, **run)
+    n_trials = config.n_trials or default_n_trials(config)
+    points = grid_points(config)
+    if config.sampler == "grid" and n_trials > len(points):
+        raise UsageError(f"--n-trials {n_trials} exceeds the grid's {len(points)} points: "
+                         "lower it or add --grid-lr-points")
+    config = config.replace(n_trials=n_trials)
+    try:
+        study = optuna.create_study(study_name=config.name, storage=storage,
+                                    directions=directions(config),
+                                    sampler=make_sampler(config), pruner=make_pruner(config))
+    except optuna.exceptions.DuplicatedStudyError:  # another worker created it just now
+        return open_study(config, storage, explicit)
+    _enqueue_budget(study, config, points)
+    # Written last: a joiner waits for it, so it never sees a half-made study.
+    study.set_user_attr(CONFIG_ATTR, config.definition())
+    return study, config
+
+
+def _enqueue_budget(study: optuna.Study, config: StudyConfig,
+                    points: list[dict[str, Any]]) -> None:
+    assert config.n_trials is not None
+    if config.sampler == "grid":
+        # A random order (seeded): a run stopped early still covers the whole grid roughly.
+        chosen = random.Random(config.seed).sample(points, config.n_trials)
+    else:
+        chosen = [{} for _ in range(config.n_trials)]
+    for params in chosen:
+        study.enqueue_trial(params, skip_if_exists=False)
+
+
+def budget_left(study: optuna.Study) -> int:
+    """Trials still to run: the WAITING ones (failed ones are re-enqueued)."""
+    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
+def state_counts(study: optuna.Study) -> dict[str, int]:
+    """Trials by state name (COMPLETE, PRUNED, FAIL, RUNNING, WAITING)."""
+    return dict(Counter(t.state.name for t in study.get_trials(deepcopy=False)))
+
+
+def best_trials(study: optuna.Study, n: int = 5) -> list[FrozenTrial]:
+    """The ``n`` complete trials with the lowest first objective (the Pareto front if several)."""
+    if len(study.directions) > 1:
+        return list(study.best_trials)[:n] if n else list(study.best_trials)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return sorted(complete, key=lambda t: t.values[0])[:n]
+
+
+def study_config(study: optuna.Study) -> dict[str, Any] | None:
+    """The definition stored in a study (what ``optuna.load_study`` users read too)."""
+    return study.user_attrs.get(CONFIG_ATTR)

@@ -1,0 +1,220 @@
+"""The training loop: epochs over in-memory tensors, gradient accumulation, warmup, metrics.
+
+One ``Trainer`` trains one model with one (batch size, lr). It knows nothing of Optuna: the
+objective (``bsopt.objective``) calls :meth:`Trainer.run_epoch` and reports each
+:class:`EpochResult` to the trial. ``state_dict``/``load_state_dict`` make a checkpoint
+(model, optimizer, RNG states, curves) that contains only tensors and plain values, so it
+loads with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from bsopt.data import TensorData
+
+EVAL_BATCH = 2048
+
+
+class Diverged(Exception):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How to train one trial."""
+
+    batch_size: int
+    lr: float
+    epochs: int
+    optimizer: str = "adam"
+    momentum: float = 0.9  # SGD only
+    warmup_epochs: float = 0.0  # linear warmup from 0 to lr over this many epochs
+    max_micro_batch: int | None = None  # accumulate gradients over micro-batches above this
+    noise_scale: bool = False  # measure the gradient noise scale (bsopt.noise_scale)
+    seed: int = 0
+
+    @property
+    def micro_batch(self) -> int:
+        """Examples per forward/backward pass."""
+        if self.max_micro_batch is not None and self.batch_size > self.max_micro_batch:
+            return self.max_micro_batch
+        if self.noise_scale and self.batch_size >= 2:
+            return self.batch_size // 2  # the estimator needs two batch sizes per step
+        return self.batch_size
+
+
+@dataclass
+class EpochResult:
+    """Metrics of one finished epoch (1-based)."""
+
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+    seconds: float
+    samples_per_second: float
+    steps: int  # optimizer steps taken since the start of training
+    noise_scale: float | None = None
+    grad_sq_norm: float | None = None
+    grad_trace: float | None = None
+
+
+@dataclass
+class History:
+    """The per-epoch curves so far."""
+
+    epochs: list[EpochResult] = field(default_factory=list)
+
+    def as_lists(self) -> dict[str, list[Any]]:
+        """Curves as ``{metric: [value per epoch]}``."""
+        keys = [k for k in EpochResult.__dataclass_fields__ if k != "epoch"]
+        return {k: [getattr(e, k) for e in self.epochs] for k in keys}
+
+
+def make_optimizer(name: str, params: Any, lr: float, momentum: float) -> torch.optim.Optimizer:
+    """The optimizer ``name`` (sgd or adam)."""
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum)
+    return torch.optim.Adam(params, lr=lr)
+
+
+class Trainer:
+    """Trains ``model`` on ``data`` with ``settings``, one epoch per call."""
+
+    def __init__(self, model: nn.Module, data: TensorData, settings: TrainSettings) -> None:
+        torch.manual_seed(settings.seed)  # dropout; common random numbers across trials
+        self.model = model
+        self.data = data
+        self.settings = settings
+        self.device = data.train_x.device
+        self.optimizer = make_optimizer(settings.optimizer, model.parameters(), settings.lr,
+                                        settings.momentum)
+        self.generator = torch.Generator(device="cpu").manual_seed(settings.seed)
+        self.loss_fn = nn.CrossEntropyLoss(reduction="sum")
+        self.steps = 0
+        self.history = History()
+        self.noise = None
+        if settings.noise_scale:
+            from bsopt.noise_scale import MicroBatchGradNorms, NoiseScaleEstimator
+
+            self.noise = (MicroBatchGradNorms(), NoiseScaleEstimator())
+
+    @property
+    def epoch(self) -> int:
+        """Epochs finished so far."""
+        return len(self.history.epochs)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.data.train_x) / self.settings.batch_size)
+
+    def _lr_at(self, step: int) -> float:
+        warmup_steps = self.settings.warmup_epochs * self.steps_per_epoch
+        if warmup_steps <= 0:
+            return self.settings.lr
+        return self.settings.lr * min(1.0, (step + 1) / warmup_steps)
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """One optimizer step on the batch (x, y); returns the summed loss."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._lr_at(self.steps)
+        self.optimizer.zero_grad(set_to_none=True)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.noise is not None:
+            self.noise[0].begin_step(params)
+        total = 0.0
+        micro, size = self.settings.micro_batch, len(x)
+        for start in range(0, size, micro):
+            xm, ym = x[start:start + micro], y[start:start + micro]
+            # Summed loss over the whole batch's size: the accumulated gradient equals the
+            # gradient of the full batch's mean loss.
+            loss = self.loss_fn(self.model(xm), ym) / size
+            loss.backward()
+            total += loss.item() * size
+            if self.noise is not None:
+                self.noise[0].after_micro_batch(params, len(xm))
+        if self.noise is not None and size >= 2 * 1:
+            measured = self.noise[0].end_step(params)
+            if measured is not None and measured[1] < measured[3]:
+                self.noise[1].update(*measured)
+        self.optimizer.step()
+        self.steps += 1
+        return total
+
+    def _evaluate(self) -> tuple[float, float]:
+        self.model.eval()
+        loss, correct, n = 0.0, 0, len(self.data.val_x)
+        with torch.no_grad():
+            for start in range(0, n, EVAL_BATCH):
+                x = self.data.val_x[start:start + EVAL_BATCH]
+                y = self.data.val_y[start:start + EVAL_BATCH]
+                logits = self.model(x)
+                loss += self.loss_fn(logits, y).item()
+                correct += int((logits.argmax(dim=1) == y).sum())
+        self.model.train()
+        return loss / n, correct / n
+
+    def run_epoch(self) -> EpochResult:
+        """Train one epoch, evaluate, and return its metrics.
+
+        Raises:
+            Diverged: the training loss became NaN or infinite.
+        """
+        self.model.train()
+        x_all, y_all = self.data.train_x, self.data.train_y
+        n, batch = len(x_all), self.settings.batch_size
+        order = torch.randperm(n, generator=self.generator).to(self.device)
+        started = time.perf_counter()
+        total = 0.0
+        for start in range(0, n, batch):
+            index = order[start:start + batch]
+            total += self._step(x_all[index], y_all[index])
+            if not math.isfinite(total):
+                raise Diverged(f"training loss is {total} at epoch {self.epoch + 1}")
+        seconds = time.perf_counter() - started
+        val_loss, val_accuracy = self._evaluate()
+        if not math.isfinite(val_loss):
+            raise Diverged(f"validation loss is {val_loss} at epoch {self.epoch + 1}")
+        result = EpochResult(
+            epoch=self.epoch + 1, train_loss=total / n, val_loss=val_loss,
+            val_accuracy=val_accuracy, seconds=seconds,
+            samples_per_second=n / seconds if seconds > 0 else math.inf, steps=self.steps,
+        )
+        if self.noise is not None:
+            estimator = self.noise[1]
+            result.noise_scale = _finite_or_none(estimator.noise_scale)
+            result.grad_sq_norm = _finite_or_none(estimator.grad_sq_norm)
+            result.grad_trace = _finite_or_none(estimator.trace)
+        self.history.epochs.append(result)
+        return result
+
+    def state_dict(self) -> dict[str, Any]:
+        """A checkpoint of everything needed to continue exactly (tensors and plain values)."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "steps": self.steps,
+            "history": [asdict(e) for e in self.history.epochs],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint made by :meth:`state_dict`."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.steps = int(state["steps"])
+        self.history = History([EpochResult(**e) for e in state["history"]])
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
