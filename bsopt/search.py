@@ -85,8 +85,7 @@ def _run_one_worker(config: StudyConfig, *, stop: Any, progress: ProgressCallbac
 
     if study is None:
         storage = make_storage(config.storage, stale_trial_callback=retry_failed_trial)
-        study, _ = load_study(storage, config.name, storage=config.storage,
-                              data_dir=config.data_dir, device=config.device)
+        study, _ = load_study(storage, config.name)
     device = resolve_device(config.device)
     data = load_dataset(config.dataset, data_dir=config.data_dir,
                         max_train_samples=config.max_train_samples, device=device)

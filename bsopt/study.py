@@ -73,7 +73,7 @@ def _refuse_join(name: str, stored: dict[str, Any], explicit: dict[str, Any],
 
 
 def load_study(storage: optuna.storages.BaseStorage, name: str,
-               **run: Any) -> tuple[optuna.Study, StudyConfig]:
+               run: dict[str, Any] | None = None) -> tuple[optuna.Study, StudyConfig]:
     """Load an existing bsopt study and its config (with ``run`` fields for this process).
 
     Raises:
@@ -83,7 +83,7 @@ def load_study(storage: optuna.storages.BaseStorage, name: str,
     if definition is None:
         raise UsageError(f"no study named {name!r} in this storage: "
                          "`bsopt studies` lists the studies there")
-    config = config_from_definition(definition, **run)
+    config = config_from_definition(definition, **(run or {}))
     study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(config),
                               pruner=make_pruner(config))
     return study, config
@@ -113,7 +113,7 @@ def open_study(config: StudyConfig, storage: optuna.storages.BaseStorage,
                                            if k in DEFINITION_FIELDS and k != "study_name"})
         if fields:
             raise _refuse_join(config.name, stored, explicit, fields)
-        return load_study(storage, config.name, **run)
+        return load_study(storage, config.name, run)
     n_trials = config.n_trials or default_n_trials(config)
     points = grid_points(config)
     if config.sampler == "grid" and n_trials > len(points):

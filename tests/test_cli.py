@@ -1,0 +1,142 @@
+"""The CLI in-process: help, every kind of bad input (exit 2, one line), and real runs."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from bsopt.cli import main
+
+QUICK = ["--dataset", "digits", "--max-train-samples", "128", "--epochs", "1",
+         "--batch-size", "32:64"]
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/cli.db"
+
+
+def studies_in(url: str) -> list[str]:
+    return optuna.get_all_study_names(url)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["search", "--help"], ["studies", "--help"],
+                                  ["best", "--help"], ["export", "--help"]])
+def test_help_exits_zero(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 0
+    assert "usage: bsopt" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--sampler", "annealing"], "unknown sampler 'annealing'"),
+    (["--pruner", "wilcoxon"], "unknown pruner"),
+    (["--dataset", "imagenet"], "unknown dataset"),
+    (["--model", "resnet"], "unknown model"),
+    (["--batch-size", "256:16"], "reversed"),
+    (["--lr", "1:0.001"], "reversed"),
+    (["--lr", "0:1"], "must be positive"),
+    (["--lr", "a:b"], "MIN:MAX"),
+    (["--batch-size=-16:64"], "must be positive"),
+    (["--n-trials", "ten"], "expected an integer"),
+    (["--n-trials", "0"], "must be positive"),
+    (["--epochs", "-1"], "must be positive"),
+    (["--sampler", "grid", "--n-trials", "100", "--grid-lr-points", "2"], "exceeds the grid"),
+    (["--frobnicate"], "unrecognized arguments"),
+])
+def test_bad_flags_are_one_line_exit_2_and_create_nothing(
+        flags: list[str], message: str, db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["search", "--storage", db, *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1 and err.startswith("bsopt: error:")
+    assert "Traceback" not in err
+    assert not Path(db.removeprefix("sqlite:///")).exists() or studies_in(db) == []
+
+
+def test_malformed_toml_is_one_line(tmp_path: Path, db: str,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("epochs = [\n")
+    assert main(["search", "--storage", db, "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "is not valid TOML" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("url, message", [
+    ("postgresql://nobody:secret@127.0.0.1:1/x", "cannot reach storage"),
+    ("mysql://localhost/x", "unsupported storage URL"),
+    ("sqlite:////nonexistent-dir/x.db", "does not exist"),
+])
+def test_bad_storage_is_one_line_with_the_password_masked(
+        url: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["search", "--storage", url]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert "secret" not in err
+
+
+def test_storage_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{tmp_path}/env.db"
+    monkeypatch.setenv("BSOPT_STORAGE", url)
+    monkeypatch.chdir(tmp_path)
+    assert main(["search", *QUICK, "--n-trials", "1", "--sampler", "random"]) == 0
+    assert studies_in(url) == ["digits-cnn"]
+    assert not (tmp_path / "bsopt.db").exists()
+
+
+@pytest.mark.slow
+def test_search_then_studies_best_export(tmp_path: Path, db: str,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["search", "--storage", db, "--study-name", "s1", "--sampler", "random",
+            "--n-trials", "3", *QUICK]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "study 's1'" in out and "3 complete" in out
+    assert "batch_size" in out and "bsopt dashboard --storage" in out
+    assert len(re.findall(r"^trial +\d+ +B=", out, flags=re.M)) == 3  # a line per trial
+
+    assert main(["studies", "--storage", db]) == 0
+    listing = capsys.readouterr().out
+    assert "s1" in listing and "random" in listing
+
+    assert main(["best", "--storage", db, "--study-name", "s1", "--json"]) == 0
+    best = json.loads(capsys.readouterr().out)["best_trial"]
+    study = optuna.load_study(study_name="s1", storage=db)
+    assert best["number"] == study.best_trial.number
+    assert best["values"]["loss"] == pytest.approx(study.best_value)
+
+    out_csv = tmp_path / "t.csv"
+    assert main(["export", "--storage", db, "--study-name", "s1", "--format", "csv",
+                 "-o", str(out_csv)]) == 0
+    lines = out_csv.read_text().splitlines()
+    assert len(lines) == 4 and "val_loss" in lines[0] and "batch_size" in lines[0]
+    assert main(["export", "--storage", db, "--study-name", "s1", "--format", "json"]) == 0
+    exported = json.loads(capsys.readouterr().out)
+    assert exported["definition"]["sampler"] == "random"
+    assert len(exported["trials"]) == 3
+    assert all(len(t["user_attrs"]["val_loss"]) == 1 for t in exported["trials"])
+
+    # A second identical run has nothing left to do.
+    assert main(argv) == 0
+    assert len(optuna.load_study(study_name="s1", storage=db).trials) == 3
+
+
+def test_best_and_export_of_a_missing_study(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["best", "--storage", db, "--study-name", "nope"]) == 2
+    assert "no study named 'nope'" in capsys.readouterr().err
+    assert main(["export", "--storage", db, "--study-name", "nope"]) == 2
+
+
+def test_python_dash_m_runs_the_cli() -> None:
+    result = subprocess.run([sys.executable, "-m", "bsopt", "--help"], capture_output=True,
+                            text=True, check=True)
+    assert "usage: bsopt" in result.stdout
