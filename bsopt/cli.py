@@ -47,7 +47,9 @@ def _positive_int(text: str) -> int:
 
 SEARCH_FLAGS = ("study_name", "storage", "sampler", "pruner", "n_trials", "timeout", "dataset",
                 "data_dir", "model", "epochs", "grid_lr_points", "optimizer", "momentum", "seed",
-                "device", "max_train_samples", "workers", "artifact_dir")
+                "device", "max_train_samples", "workers", "artifact_dir", "lr_scaling",
+                "reference_batch", "warmup_epochs", "max_micro_batch", "noise_scale",
+                "objectives")
 
 
 def add_search(sub: Any) -> None:
@@ -79,6 +81,19 @@ def add_search(sub: Any) -> None:
                    help="worker processes on this machine sharing the study (default 1)")
     p.add_argument("--artifact-dir", metavar="DIR",
                    help="where checkpoints go (default: beside the SQLite file)")
+    science = p.add_argument_group("batch-size science")
+    science.add_argument("--lr-scaling", help="none, linear or sqrt: sample base_lr at "
+                         "--reference-batch and train at base_lr * (B/B0)^k (none)")
+    science.add_argument("--reference-batch", type=_positive_int, metavar="B0",
+                         help="batch size at which base_lr applies (64)")
+    science.add_argument("--warmup-epochs", type=float, metavar="E",
+                         help="linear learning-rate warmup over E epochs (0)")
+    science.add_argument("--max-micro-batch", type=_positive_int, metavar="M",
+                         help="train larger batches as accumulated micro-batches of M")
+    science.add_argument("--noise-scale", action="store_true", default=None,
+                         help="measure the gradient noise scale B_simple every epoch")
+    science.add_argument("--objectives", help="loss (default) or loss,time: a two-objective "
+                         "study of validation loss and training seconds")
     p.set_defaults(func=cmd_search)
 
 
@@ -177,7 +192,117 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: list[Callable[[Any], None]] = [add_search, add_studies, add_best, add_export]
+# --- figures: plots, report, dashboard -----------------------------------------------------
+
+def add_plots(sub: Any) -> None:
+    p = sub.add_parser("plots", help="attach bsopt's figures to a study for optuna-dashboard")
+    _add_study_name(p)
+    _add_storage(p)
+    p.set_defaults(func=cmd_plots)
+
+
+def cmd_plots(args: argparse.Namespace) -> int:
+    from bsopt.dashboard import attach_figures
+    from bsopt.summaries import open_existing
+
+    count = attach_figures(open_existing(args.storage, args.study_name))
+    print(f"attached {count} figures to study {args.study_name!r}; "
+          "open them with `bsopt dashboard` or `optuna-dashboard URL`")
+    return 0
+
+
+def add_report(sub: Any) -> None:
+    p = sub.add_parser("report", help="write one self-contained HTML report of a study")
+    _add_study_name(p)
+    _add_storage(p)
+    p.add_argument("-o", "--output", metavar="FILE.html", default="report.html")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bsopt.report import write_report
+    from bsopt.summaries import open_existing
+
+    path = write_report(open_existing(args.storage, args.study_name), args.output)
+    print(f"wrote {path}")
+    return 0
+
+
+def add_dashboard(sub: Any) -> None:
+    p = sub.add_parser("dashboard", help="refresh the figures and start optuna-dashboard")
+    _add_storage(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    p.add_argument("--port", type=_positive_int, default=8080, help="port (8080)")
+    p.add_argument("--no-refresh", action="store_true", help="serve the figures as stored")
+    p.set_defaults(func=cmd_dashboard)
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from bsopt.dashboard import run_dashboard
+
+    run_dashboard(args.storage, args.host, args.port, refresh=not args.no_refresh)
+    return 0
+
+
+# --- batch-size science: analyze, profile --------------------------------------------------
+
+def add_analyze(sub: Any) -> None:
+    p = sub.add_parser("analyze", help="scaling law, critical batch size, noise scale, gap")
+    _add_study_name(p)
+    _add_storage(p)
+    p.add_argument("--target-loss", type=float, metavar="LOSS",
+                   help="validation loss for steps-to-target (default: stated in the output)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_analyze)
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from bsopt.analysis import analyze
+    from bsopt.summaries import open_existing
+
+    result = analyze(open_existing(args.storage, args.study_name), target_loss=args.target_loss)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.format_text())
+    return 0
+
+
+def add_profile(sub: Any) -> None:
+    p = sub.add_parser("profile", help="samples/s and memory per batch size; the largest fit")
+    p.add_argument("--model", default="cnn", help="cnn or mlp (cnn)")
+    p.add_argument("--dataset", default="mnist", help="input shape of this dataset (mnist)")
+    p.add_argument("--batch-sizes", default="16:4096", metavar="MIN:MAX")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (cpu)")
+    p.add_argument("--optimizer", default="adam", choices=cfg.OPTIMIZERS)
+    p.add_argument("--steps", type=_positive_int, default=5, help="timed steps per size (5)")
+    p.add_argument("--memory-limit", type=float, metavar="MB",
+                   help="CPU: largest footprint allowed (half the machine's memory)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--plot", metavar="FILE.html", help="also write a Plotly figure")
+    p.set_defaults(func=cmd_profile)
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from bsopt.console import table
+    from bsopt.profile import profile, profile_figure
+
+    low, high = cfg.parse_range(args.batch_sizes, "--batch-sizes", int)
+    result = profile(args.model, args.dataset, batch_size_min=low, batch_size_max=high,
+                     device=args.device, steps=args.steps, optimizer=args.optimizer,
+                     memory_limit_mb=args.memory_limit)
+    if args.plot:
+        profile_figure(result).write_html(args.plot, include_plotlyjs=True)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print(table(["batch_size", "fits", "samples/s", "step_ms", "peak_MB", "note"],
+                [[b.batch_size, "yes" if b.fits else "no", b.samples_per_second, b.step_ms,
+                  b.peak_memory_mb, b.note] for b in result.batches]))
+    print(f"largest batch size that fits on {result.device}: {result.max_batch_size}")
+    return 0
+
+
+COMMANDS: list[Callable[[Any], None]] = [add_search, add_studies, add_best, add_export,
+                                         add_plots, add_report, add_dashboard, add_analyze,
+                                         add_profile]
 
 
 def build_parser() -> Parser:

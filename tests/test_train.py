@@ -83,3 +83,16 @@ def test_warmup_ramps_the_lr_linearly(digits) -> None:
     assert t._lr_at(0) == pytest.approx(0.1 / 16)
     assert t._lr_at(7) == pytest.approx(0.1 * 8 / 16)
     assert t._lr_at(15) == t._lr_at(100) == pytest.approx(0.1)
+
+
+def test_noise_scale_is_measured_per_epoch_without_changing_the_gradient(digits) -> None:
+    plain = trainer(digits, batch_size=64, optimizer="sgd", lr=0.05)
+    measured = trainer(digits, batch_size=64, optimizer="sgd", lr=0.05, noise_scale=True)
+    assert measured.settings.micro_batch == 32  # two halves per step
+    a, b = plain.run_epoch(), measured.run_epoch()
+    assert a.noise_scale is None
+    assert b.noise_scale is not None and b.noise_scale > 0
+    assert b.grad_sq_norm > 0 and b.grad_trace > 0
+    assert b.noise_scale == pytest.approx(b.grad_trace / b.grad_sq_norm, rel=1e-6)
+    for p, q in zip(plain.model.parameters(), measured.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
