@@ -26,7 +26,8 @@ def test_defaults_when_nothing_given() -> None:
 
 
 def test_toml_overrides_defaults_and_flags_override_toml(tmp_path: Path) -> None:
-    path = write(tmp_path, 'sampler = "random"\nepochs = 7\nbatch_size = "32:512"\nlr = [1e-3, 0.5]\n')
+    path = write(tmp_path, 'sampler = "random"\nepochs = 7\nbatch_size = "32:512"\n'
+                           'lr = [1e-3, 0.5]\n')
     config, explicit = build_config(path, {"epochs": 3, "seed": None})
     assert config.sampler == "random"  # from TOML
     assert config.epochs == 3  # flag wins over TOML
