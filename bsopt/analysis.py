@@ -16,7 +16,9 @@ Pure functions over :class:`~bsopt.records.TrialRecord` answer the seeds' questi
   (Keskar et al. 2017, "On Large-Batch Training for Deep Learning").
 
 Where the study holds too little data for a quantity, the analysis says what is missing and
-what to run instead of guessing.
+what to run instead of guessing. The best run per batch size is
+:func:`bsopt.figure_data.best_by_batch`, the same selection the figures show; the text the
+CLI prints is :mod:`bsopt.analysis_text`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
-import textwrap
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -35,7 +36,9 @@ import numpy as np
 import optuna
 from scipy import optimize, stats
 
+from bsopt.analysis_text import batch_sizes_text, format_text, plural, sizes_text
 from bsopt.errors import UsageError
+from bsopt.figure_data import BestRun, best_by_batch
 from bsopt.records import TrialRecord, study_records
 
 CONFIDENCE = 0.95
@@ -48,28 +51,6 @@ VERDICTS = {
     "both": "consistent with both — run more batch sizes / lrs",
     "neither": "consistent with neither linear (alpha=1) nor square-root (alpha=0.5) scaling",
 }
-
-
-@dataclass(frozen=True)
-class BestRun:
-    """The complete trial with the lowest final validation loss at one batch size."""
-
-    _derived: ClassVar[tuple[str, ...]] = ("generalization_gap",)
-    batch_size: int
-    lr: float
-    val_loss: float
-    train_loss: float | None
-    val_accuracy: float | None
-    train_seconds: float | None
-    trial: int
-    complete_trials: int
-    lrs_tried: int  # distinct learning rates among the complete trials at this batch size
-    lr_at_edge: bool  # the best lr is the smallest or largest tried: the optimum may lie beyond
-
-    @property
-    def generalization_gap(self) -> float | None:
-        """Final val loss minus final train loss (train loss as the training loop recorded it)."""
-        return None if self.train_loss is None else self.val_loss - self.train_loss
 
 
 @dataclass(frozen=True)
@@ -144,40 +125,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     return value
-
-
-def final_val_loss(record: TrialRecord) -> float | None:
-    """The last finite validation loss of the curve, else the trial's value."""
-    finite = [v for v in record.val_loss if math.isfinite(v)]
-    if finite:
-        return finite[-1]
-    return record.value if record.value is not None and math.isfinite(record.value) else None
-
-
-def best_by_batch(records: Iterable[TrialRecord]) -> list[BestRun]:
-    """Per batch size, the COMPLETE trial with the lowest final validation loss.
-
-    Args:
-        records: Trial records; pruned ones are ignored (their final loss is not final).
-    """
-    groups: dict[int, list[tuple[float, TrialRecord]]] = defaultdict(list)
-    for r in records:
-        loss = final_val_loss(r)
-        if r.state == "COMPLETE" and loss is not None:
-            groups[r.batch_size].append((loss, r))
-    out = []
-    for batch_size in sorted(groups):
-        runs = groups[batch_size]
-        loss, best = min(runs, key=lambda pair: pair[0])
-        lrs = sorted({r.lr for _, r in runs})
-        train = [v for v in best.train_loss if math.isfinite(v)]
-        out.append(BestRun(
-            batch_size=batch_size, lr=best.lr, val_loss=loss,
-            train_loss=train[-1] if train else None, val_accuracy=best.final_accuracy,
-            train_seconds=best.train_seconds, trial=best.number, complete_trials=len(runs),
-            lrs_tried=len(lrs), lr_at_edge=len(lrs) > 1 and best.lr in (lrs[0], lrs[-1]),
-        ))
-    return out
 
 
 def scaling_verdict(alpha_low: float, alpha_high: float) -> str:
@@ -355,18 +302,6 @@ def noise_scale_by_batch(records: Iterable[TrialRecord]) -> list[NoiseScaleSerie
     return out
 
 
-def _sizes(batch_sizes: Iterable[int]) -> str:
-    return ", ".join(str(b) for b in batch_sizes)
-
-
-def _batch_sizes(batch_sizes: Sequence[int]) -> str:
-    return f"batch {_plural(len(batch_sizes), 'size', 'sizes')} {_sizes(batch_sizes)}"
-
-
-def _plural(n: int, one: str, many: str) -> str:
-    return one if n == 1 else many
-
-
 @dataclass(frozen=True)
 class StudyAnalysis:
     """Everything :func:`analyze` found, with notes on what is missing and what to run."""
@@ -393,7 +328,7 @@ class StudyAnalysis:
 
     def format_text(self) -> str:
         """The tables and verdicts, as the CLI prints them."""
-        return "\n".join(_format(self))
+        return format_text(self)
 
 
 def analyze_records(
@@ -414,23 +349,23 @@ def analyze_records(
         fit = fit_lr_scaling([b.batch_size for b in best], [b.lr for b in best])
     elif records:
         lr_notes.append(
-            f"only {len(best)} batch {_plural(len(best), 'size has', 'sizes have')} complete "
-            f"trials ({_sizes(b.batch_size for b in best) or 'none'}); the lr scaling fit needs "
-            f"at least {MIN_BATCH_SIZES}: run more trials or widen --batch-size")
+            f"only {len(best)} batch {plural(len(best), 'size has', 'sizes have')} complete "
+            f"trials ({sizes_text(b.batch_size for b in best) or 'none'}); the lr scaling fit "
+            f"needs at least {MIN_BATCH_SIZES}: run more trials or widen --batch-size")
     single = [b.batch_size for b in best if b.lrs_tried == 1]
     if single:
-        lr_notes.append(f"only one lr was tried at {_batch_sizes(single)}: run more trials "
+        lr_notes.append(f"only one lr was tried at {batch_sizes_text(single)}: run more trials "
                         "there so the best lr is a choice, not the only option")
     edge = [b.batch_size for b in best if b.lr_at_edge]
     if edge:
-        lr_notes.append(f"the best lr at {_batch_sizes(edge)} is the smallest or largest "
+        lr_notes.append(f"the best lr at {batch_sizes_text(edge)} is the smallest or largest "
                         "lr tried there, so the optimum may lie outside: widen --lr or run more "
                         "trials")
 
     steps_notes: list[str] = []
     no_steps = sorted({r.batch_size for r in records if r.val_loss and not r.steps})
     if no_steps:
-        steps_notes.append(f"trials at {_batch_sizes(no_steps)} have no per-epoch `steps` "
+        steps_notes.append(f"trials at {batch_sizes_text(no_steps)} have no per-epoch `steps` "
                            "record, so they are left out of steps-to-target")
     if target_loss is not None:
         target, rule = target_loss, "given"
@@ -469,17 +404,17 @@ def _critical_batch(
 ) -> CriticalBatch | None:
     """Fit S(B) to the interpolated rows, appending to ``notes`` what limits the fit."""
     if unreached:
-        notes.append(f"{_batch_sizes(unreached)} never reached val loss {target:.4g}: "
+        notes.append(f"{batch_sizes_text(unreached)} never reached val loss {target:.4g}: "
                      "give those trials more --epochs, or pass a looser --target-loss")
     bounded = [r.batch_size for r in rows if r.upper_bound]
     if bounded:
-        notes.append(f"{_batch_sizes(bounded)} reached the target at the first recorded "
+        notes.append(f"{batch_sizes_text(bounded)} reached the target at the first recorded "
                      "epoch, so those steps are only upper bounds, left out of the fit: "
                      "pass a lower --target-loss")
     usable = [r for r in rows if not r.upper_bound]
     if len(usable) < MIN_BATCH_SIZES:
         notes.append(
-            f"only {len(usable)} batch {_plural(len(usable), 'size reaches', 'sizes reach')} the "
+            f"only {len(usable)} batch {plural(len(usable), 'size reaches', 'sizes reach')} the "
             f"target within its epochs; the critical batch size fit needs at least "
             f"{MIN_BATCH_SIZES}: run more batch sizes (widen --batch-size) or more --epochs")
         return None
@@ -512,93 +447,3 @@ def analyze(study: optuna.Study, *, target_loss: float | None = None) -> StudyAn
     """
     return analyze_records(study_records(study), target_loss=target_loss,
                            study_name=study.study_name)
-
-
-def _num(value: float | None, spec: str = ".4g") -> str:
-    return "-" if value is None or not math.isfinite(value) else format(value, spec)
-
-
-def _table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
-    rows = [list(headers)] + [list(row) for row in rows]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(headers))]
-    return ["  " + "  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows]
-
-
-def _ci(pair: tuple[float, float], spec: str = ".3g") -> str:
-    return f"95% CI {_num(pair[0], spec)} .. {_num(pair[1], spec)}"
-
-
-def _notes(notes: Iterable[str]) -> list[str]:
-    return [line for n in notes
-            for line in textwrap.wrap(n, 98, initial_indent="  note: ", subsequent_indent=" " * 8)]
-
-
-def _format(a: StudyAnalysis) -> list[str]:
-    sizes = sorted({b.batch_size for b in a.best} | {r.batch_size for r in a.steps_to_target})
-    lines = [f"Study {a.study_name or '(unnamed)'}: {a.complete_trials} complete and "
-             f"{a.pruned_trials} pruned trials, {len(sizes)} batch "
-             f"{_plural(len(sizes), 'size', 'sizes')} with results"]
-    lines += _notes(a.notes)
-
-    lines += ["", "Best learning rate per batch size (lowest final val loss among complete "
-              "trials)"]
-    if a.best:
-        lines += _table(
-            ["batch", "trials", "lrs", "best lr", "val loss", "train loss", "gap", "val acc",
-             "train s", "trial"],
-            [[str(b.batch_size), str(b.complete_trials), str(b.lrs_tried),
-              _num(b.lr, ".3g") + ("*" if b.lr_at_edge else ""), _num(b.val_loss),
-              _num(b.train_loss), _num(b.generalization_gap, "+.4f"), _num(b.val_accuracy, ".4f"),
-              _num(b.train_seconds, ".1f"), f"#{b.trial}"] for b in a.best])
-        lines.append("  gap: generalization gap, final val loss - final train loss"
-                     + ("; *: at the edge of the lrs tried" if any(b.lr_at_edge for b in a.best)
-                        else ""))
-    fit = a.lr_scaling
-    if fit is not None:
-        lines += [f"  lr* = c * B^alpha (least squares in log-log over {fit.batch_sizes} batch "
-                  "sizes):",
-                  f"    alpha = {fit.alpha:.3f} ({_ci((fit.alpha_low, fit.alpha_high), '.3f')}), "
-                  f"c = {fit.c:.3g}, R^2 = {fit.r_squared:.3f}",
-                  f"    verdict: {fit.verdict_text}"]
-    lines += _notes(a.lr_notes)
-
-    lines += ["", "Steps to target" + (f" val loss {a.target_loss:.4g} ({a.target_rule})"
-                                       if a.target_loss is not None else "")]
-    if a.steps_to_target:
-        lines += ["  fewest optimizer steps over each batch size's trials (complete and pruned),",
-                  "  interpolated linearly between epoch ends"]
-        crit = a.critical_batch
-        lines += _table(
-            ["batch", "steps", "examples", "fit steps", "trial"],
-            [[str(r.batch_size), ("<= " if r.upper_bound else "") + _num(r.steps, ".1f"),
-              _num(r.examples, ".4g"), _num(crit.steps(r.batch_size), ".1f") if crit else "-",
-              f"#{r.trial}"] for r in a.steps_to_target])
-        if crit is not None:
-            lines += [f"  S(B) = S_min (1 + B_crit/B), so E(B) = B S(B) = E_min (1 + B/B_crit) "
-                      f"({crit.batch_sizes} batch sizes;",
-                      "  McCandlish et al. 2018):",
-                      f"    B_crit = {crit.b_crit:.4g} ({_ci(crit.b_crit_ci)})",
-                      f"    S_min = {crit.s_min:.4g} steps ({_ci(crit.s_min_ci)})",
-                      f"    E_min = {crit.e_min:.4g} examples ({_ci(crit.e_min_ci)})",
-                      "    below B_crit doubling B nearly halves the steps; above it, it mostly "
-                      "doubles the examples"]
-    lines += _notes(a.steps_notes)
-
-    lines += ["", "Gradient noise scale B_simple = tr(Sigma)/|G|^2 (median over trials)"]
-    if a.noise_scale:
-        epochs = max(len(s.medians) for s in a.noise_scale)
-        shown = sorted({round(i * (epochs - 1) / 7) for i in range(8)}) if epochs > 8 \
-            else list(range(epochs))
-        lines += _table(
-            ["batch", "trials"] + [f"epoch {e + 1}" for e in shown],
-            [[str(s.batch_size), str(s.trials)]
-             + [_num(s.medians[e] if e < len(s.medians) else None, ".4g") for e in shown]
-             for s in a.noise_scale])
-        last = [s.medians[-1] for s in a.noise_scale if s.medians[-1] is not None]
-        if last:
-            lines += [f"  last epoch, median over batch sizes: {statistics.median(last):.4g}; "
-                      "McCandlish et al. predict",
-                      "  B_crit ~ B_noise, which B_simple approximates (it grows as the loss "
-                      "falls)"]
-    lines += _notes(a.noise_notes)
-    return lines

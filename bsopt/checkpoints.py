@@ -6,13 +6,22 @@ only then removes the previous one: a worker killed mid-write leaves the last co
 checkpoint in place. A retry of a failed trial (Optuna's ``RetryHeartbeatStaleTrialCallback``
 copies the user attributes) finds the id there and continues from that epoch.
 
+Where they are stored (:func:`make_artifact_store`): for a PostgreSQL study, in a table of
+the same database (``bsopt.artifacts``), so a retry on any machine resumes; for an SQLite
+study, in a directory beside the database file; through the gRPC proxy, in
+``./bsopt-artifacts`` (give ``--artifact-dir`` on a shared filesystem to resume across
+machines); ``--artifact-dir`` always wins.
+
 Checkpoints hold only tensors and plain values and are read with
-``torch.load(weights_only=True)``: loading one cannot run arbitrary code.
+``torch.load(weights_only=True)``: loading one cannot run arbitrary code. One that cannot
+be read that way is ignored (with a warning) and the trial starts over.
 """
 
 from __future__ import annotations
 
 import io
+import logging
+import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -24,6 +33,7 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 
 from bsopt.storage import sqlite_database_path
 
+logger = logging.getLogger("bsopt.checkpoints")
 CHECKPOINT_ATTR = "checkpoint"  # trial user attribute: {"artifact_id": str, "epoch": int}
 
 
@@ -34,7 +44,11 @@ def default_artifact_dir(storage_url: str) -> Path:
 
 
 def make_artifact_store(storage_url: str, artifact_dir: str | Path | None = None) -> Any:
-    """The artifact store for a storage: a directory (``artifact_dir`` or the default)."""
+    """The store for a storage's checkpoints: ``artifact_dir``, else see the module docstring."""
+    if not artifact_dir and storage_url.startswith(("postgresql", "postgres:")):
+        from bsopt.artifacts import DatabaseArtifactStore
+
+        return DatabaseArtifactStore(storage_url)
     base = Path(artifact_dir) if artifact_dir else default_artifact_dir(storage_url)
     base.mkdir(parents=True, exist_ok=True)
     return FileSystemArtifactStore(base)
@@ -64,8 +78,18 @@ def load_checkpoint(store: Any, trial: optuna.Trial) -> dict[str, Any] | None:
         with store.open_reader(meta["artifact_id"]) as reader:
             data = reader.read()
     except ArtifactNotFound:
-        return None  # e.g. written on another machine's local disk: start over
-    return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+        # e.g. written to another machine's local disk (gRPC proxy without --artifact-dir)
+        logger.warning("bsopt: trial %d: checkpoint %s is not in this worker's artifact "
+                       "store; training from the start", trial.number, meta["artifact_id"])
+        return None
+    try:
+        return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        # Truncated, or holding objects that only a full (unsafe) unpickling would build.
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        logger.warning("bsopt: trial %d: checkpoint %s cannot be loaded safely (%s); "
+                       "training from the start", trial.number, meta["artifact_id"], reason)
+        return None
 
 
 def remove_checkpoint(store: Any, meta: dict[str, Any] | None) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from bsopt import config as cfg
 from bsopt.errors import UsageError
+from bsopt.worker import TooManyFailures
 
 EXIT_USAGE = 2
 
@@ -300,9 +301,29 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- storage-proxy ------------------------------------------------------------------------
+
+def add_storage_proxy(sub: Any) -> None:
+    p = sub.add_parser("storage-proxy", help="serve a storage to workers over gRPC",
+                       description="Serve a storage through Optuna's gRPC storage proxy; "
+                       "workers use --storage grpc://HOST:PORT.")
+    _add_storage(p)
+    p.add_argument("--host", default="0.0.0.0",
+                   help="address to listen on (0.0.0.0: every interface; no authentication)")
+    p.add_argument("--port", type=_positive_int, default=13000, help="port (13000)")
+    p.set_defaults(func=cmd_storage_proxy)
+
+
+def cmd_storage_proxy(args: argparse.Namespace) -> int:
+    from bsopt.proxy import serve_storage_proxy
+
+    serve_storage_proxy(args.storage, host=args.host, port=args.port)
+    return 0
+
+
 COMMANDS: list[Callable[[Any], None]] = [add_search, add_studies, add_best, add_export,
                                          add_plots, add_report, add_dashboard, add_analyze,
-                                         add_profile]
+                                         add_profile, add_storage_proxy]
 
 
 def build_parser() -> Parser:
@@ -332,6 +353,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"bsopt: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except TooManyFailures as exc:  # the objective keeps failing: say so, no traceback
+        print(f"bsopt: error: {exc}; each trial's fail_reason is in `bsopt export`",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("bsopt: aborted", file=sys.stderr)
         return 130

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import queue
 import signal
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -58,13 +60,20 @@ def resolve_device(name: str) -> torch.device:
 
 
 @contextmanager
-def stop_on_signals(stop: Any) -> Iterator[None]:
-    """Set ``stop`` on the first Ctrl-C or SIGTERM; a second Ctrl-C aborts at once."""
+def stop_on_signals(stop: Any, *, worker_process: bool = False) -> Iterator[None]:
+    """Set ``stop`` on the first Ctrl-C or SIGTERM; a second Ctrl-C aborts at once.
+
+    A worker process started by ``--workers`` ignores Ctrl-C, which a terminal sends to it
+    too: the process that started it sets ``stop`` for every worker, and a second Ctrl-C
+    aborts that process only, while the workers still end their trials cleanly.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, _frame: Any) -> None:
+        if signum == signal.SIGINT and worker_process:
+            return
         if stop.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
         stop.set()
@@ -101,12 +110,13 @@ def _child_worker(config: StudyConfig, stop: Any, events: Any, index: int,
     """Entry point of a worker process started by ``--workers N``."""
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    name = f"w{index}@{os.uname().nodename}:{os.getpid()}"
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    name = worker_name(index)
 
     def progress(event: dict[str, Any]) -> None:
         events.put({**event, "worker": index})
 
-    with stop_on_signals(stop):
+    with stop_on_signals(stop, worker_process=True):
         try:
             result = _run_one_worker(config, stop=stop, progress=progress, model_factory=None,
                                      worker_name=name)
@@ -116,6 +126,24 @@ def _child_worker(config: StudyConfig, stop: Any, events: Any, index: int,
             events.put({"event": "worker_error", "worker": index, "error": str(exc)})
         except KeyboardInterrupt:
             events.put({"event": "worker_error", "worker": index, "error": "aborted"})
+        except BaseException as exc:  # a bug: say so, and keep the traceback (re-raised)
+            events.put({"event": "worker_error", "worker": index,
+                        "error": f"{type(exc).__name__}: {exc}"})
+            raise
+
+
+def worker_name(index: int) -> str:
+    """``w<index>@<host>:<pid>``: which worker ran a trial, across machines."""
+    return f"w{index}@{os.uname().nodename}:{os.getpid()}"
+
+
+def threads_per_worker(workers: int) -> int:
+    """Torch threads for each of ``workers`` processes: this process's cores shared out."""
+    try:
+        cores = len(os.sched_getaffinity(0))  # honours taskset and container CPU sets
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // workers)
 
 
 def _run_worker_processes(config: StudyConfig, stop: Any, progress: ProgressCallback | None,
@@ -123,30 +151,40 @@ def _run_worker_processes(config: StudyConfig, stop: Any, progress: ProgressCall
     """Run ``config.workers`` worker processes; returns True if any was interrupted."""
     context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools
     events = context.Queue()
-    threads = max(1, (os.cpu_count() or 1) // config.workers)
+    threads = threads_per_worker(config.workers)
     processes = [context.Process(target=_child_worker, args=(config, stop, events, i, threads),
                                  name=f"bsopt-worker-{i}")
                  for i in range(config.workers)]
-    for process in processes:
-        process.start()
-    interrupted, done = False, 0
-    while done < len(processes):
+    # Started with Ctrl-C ignored (inherited through exec), so that one arriving before a
+    # worker has set up its handlers does not kill it half-way through starting.
+    previous = (signal.signal(signal.SIGINT, signal.SIG_IGN)
+                if threading.current_thread() is threading.main_thread() else None)
+    try:
+        for process in processes:
+            process.start()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    interrupted, reported = False, set()
+    while len(reported) < len(processes):
         try:
             event = events.get(timeout=1.0)
-        except Exception:  # queue.Empty: check for workers that died without a word
+        except queue.Empty:  # check for workers that died without a word
             if all(not p.is_alive() for p in processes) and events.empty():
                 break
             continue
         if event["event"] in ("worker_done", "worker_error"):
-            done += 1
+            reported.add(event["worker"])
             if event.get("interrupted_trial") is not None:
                 interrupted = True
             if event["event"] == "worker_error":
                 errors.append(f"worker {event['worker']}: {event['error']}")
         elif progress is not None:
             progress(event)
-    for process in processes:
+    for index, process in enumerate(processes):
         process.join()
+        if index not in reported:  # killed (OOM, kill -9): the others retried its trial
+            errors.append(f"worker {index}: died with exit code {process.exitcode}")
     return interrupted or stop.is_set()
 
 
@@ -176,8 +214,8 @@ def search(config: StudyConfig, explicit: dict[str, Any] | None = None, *,
         stop = threading.Event()
         with stop_on_signals(stop):
             result = _run_one_worker(config, stop=stop, progress=progress,
-                                     model_factory=model_factory, worker_name="w0",
-                                     study=study)
+                                     model_factory=model_factory,
+                                     worker_name=worker_name(0), study=study)
         interrupted = result.interrupted_trial is not None or stop.is_set()
     else:
         stop = multiprocessing.get_context("spawn").Event()

@@ -7,30 +7,46 @@
   connections checked before use (``pool_pre_ping``) so a restarted server is survived.
 - ``grpc://host:port``: Optuna's gRPC storage proxy (``bsopt storage-proxy``).
 
-RDB storages record heartbeats; a trial whose worker died is failed after the grace period
-and retried (``bsopt.worker``).
+Both RDB storages are a :class:`ResilientRDBStorage`: a call that fails because the
+database connection was lost or refused (a server restart, a network blip, a lock held too
+long) is repeated with back-off for up to ``$BSOPT_STORAGE_RETRY_SECONDS`` (120 s).
+
+RDB storages record heartbeats every ``$BSOPT_HEARTBEAT_SECONDS`` (10 s); a trial whose
+worker died is failed after ``$BSOPT_GRACE_SECONDS`` (30 s) without one and retried
+(``bsopt.worker``). Heartbeats do not pass through the gRPC proxy.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import random
 import sqlite3
+import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import optuna
 import sqlalchemy
+from optuna.storages import RDBStorage
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
 from bsopt.errors import UsageError
 
 DEFAULT_STORAGE = "sqlite:///bsopt.db"
 STORAGE_ENV = "BSOPT_STORAGE"
-HEARTBEAT_SECONDS = 10
-GRACE_SECONDS = 30
+HEARTBEAT_ENV, HEARTBEAT_SECONDS = "BSOPT_HEARTBEAT_SECONDS", 10
+GRACE_ENV, GRACE_SECONDS = "BSOPT_GRACE_SECONDS", 30
+RETRY_ENV, RETRY_SECONDS = "BSOPT_STORAGE_RETRY_SECONDS", 120.0
+MAX_BACKOFF_SECONDS = 5.0
 
-StaleTrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+StaleTrialCallback = Callable[[optuna.Study, FrozenTrial], None]
+T = TypeVar("T")
+logger = logging.getLogger("bsopt.storage")
 
 
 def resolve_url(url: str | None) -> str:
@@ -66,6 +82,144 @@ def sqlite_database_path(url: str) -> Path | None:
     return None if database in (None, "", ":memory:") else Path(database)
 
 
+def env_seconds(name: str, default: float) -> float:
+    """A positive number of seconds from the environment variable ``name``, else ``default``.
+
+    Raises:
+        UsageError: the variable is set but is not a positive number.
+    """
+    text = os.environ.get(name)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise UsageError(f"${name} must be a positive number of seconds, got {text!r}")
+    return value
+
+
+# --- retrying on a lost connection ---------------------------------------------------------
+
+def is_connection_error(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what it was raised from) is a lost, refused or busy connection.
+
+    Optuna turns SQLAlchemy errors into ``StorageInternalError`` raised from them; psycopg's
+    and sqlite3's connection, shutdown and lock errors are DBAPI ``OperationalError``s.
+    """
+    while exc is not None:
+        if isinstance(exc, sqlalchemy.exc.DBAPIError):
+            return bool(exc.connection_invalidated) or isinstance(
+                exc, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError))
+        exc = exc.__cause__
+    return False
+
+
+def call_with_retry(call: Callable[[], T], *, what: str = "storage call",
+                    seconds: float | None = None) -> T:
+    """``call()``, repeated with exponential back-off while it fails on a lost connection.
+
+    Other errors, and a connection still lost after ``seconds`` (default
+    ``$BSOPT_STORAGE_RETRY_SECONDS``), are raised.
+    """
+    deadline = time.monotonic() + (seconds if seconds is not None
+                                   else env_seconds(RETRY_ENV, RETRY_SECONDS))
+    delay, failures = 0.2, 0
+    while True:
+        try:
+            result = call()
+        except Exception as exc:
+            if not is_connection_error(exc) or time.monotonic() + delay > deadline:
+                raise
+            failures += 1
+            if failures == 1:
+                reason = str(getattr(exc, "orig", None) or exc.__cause__ or exc).strip()
+                logger.warning("bsopt: %s lost the database connection (%s); retrying",
+                               what, (reason.splitlines() or [type(exc).__name__])[0])
+            time.sleep(delay * random.uniform(0.5, 1.0))  # jitter: workers do not stampede
+            delay = min(2 * delay, MAX_BACKOFF_SECONDS)
+            continue
+        if failures:
+            logger.warning("bsopt: %s succeeded after %d retries", what, failures)
+        return result
+
+
+def _retried(method: Callable[..., T]) -> Callable[..., T]:
+    def wrapper(self: RDBStorage, *args: Any, **kwargs: Any) -> T:
+        return call_with_retry(lambda: method(self, *args, **kwargs), what=method.__name__)
+
+    wrapper.__name__ = method.__name__
+    wrapper.__doc__ = method.__doc__
+    return wrapper
+
+
+class ResilientRDBStorage(RDBStorage):
+    """Optuna's ``RDBStorage`` whose calls wait out a lost database connection.
+
+    Reads and upserts (attributes, intermediate values, parameters) are simply repeated.
+    Two calls change something once, so a repeat first looks at what the failed attempt
+    left, in case it committed and only the answer was lost:
+
+    - ``set_trial_state_values``: a trial already in the requested finished state with the
+      requested values was finished by the first attempt (True). A claim (WAITING ->
+      RUNNING) finding the trial RUNNING answers False: another worker may hold it. If
+      it was ours after all, the heartbeat the worker records before claiming makes it
+      stale, so it is failed and retried rather than stuck.
+    - trial creation: a retry of a failed trial (``retry_history`` in its system
+      attributes) already present in the study is not added again.
+
+    Heartbeats are not repeated: the heartbeat thread simply beats again next interval.
+    """
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState,
+                               values: Any = None) -> bool:
+        attempts = 0
+
+        def attempt() -> bool:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1:
+                current = RDBStorage.get_trial(self, trial_id)
+                if state == TrialState.RUNNING and current.state == TrialState.RUNNING:
+                    return False
+                if (state.is_finished() and current.state == state
+                        and list(current.values or []) == list(values or [])):
+                    return True
+            return RDBStorage.set_trial_state_values(self, trial_id, state, values)
+
+        return call_with_retry(attempt, what="set_trial_state_values")
+
+    def _create_new_trial(self, study_id: int,
+                          template_trial: FrozenTrial | None = None) -> FrozenTrial:
+        attempts = 0
+
+        def attempt() -> FrozenTrial:
+            nonlocal attempts
+            attempts += 1
+            history = template_trial.system_attrs.get("retry_history") if template_trial else None
+            if attempts > 1 and history:
+                for trial in RDBStorage.get_all_trials(self, study_id, deepcopy=False):
+                    if trial.system_attrs.get("retry_history") == history:
+                        return trial
+            return RDBStorage._create_new_trial(self, study_id, template_trial)
+
+        return call_with_retry(attempt, what="create_new_trial")
+
+
+for _name in ("create_new_study", "delete_study", "set_study_user_attr",
+              "set_study_system_attr", "get_study_id_from_name", "get_study_name_from_id",
+              "get_study_directions", "get_study_user_attrs", "get_study_system_attrs",
+              "get_trial_user_attrs", "get_trial_system_attrs", "get_all_studies",
+              "set_trial_param", "_set_trial_param", "get_trial_param",
+              "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
+              "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials",
+              "_get_trials", "get_best_trial", "_get_best_trial_id", "_get_stale_trial_ids"):
+    setattr(ResilientRDBStorage, _name, _retried(getattr(RDBStorage, _name)))
+
+
+# --- building storages ----------------------------------------------------------------------
+
 def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
     # Let SQLAlchemy emit BEGIN itself (pysqlite's own handling defers it), and make
     # writers wait for each other instead of failing with "database is locked".
@@ -80,18 +234,26 @@ def _on_sqlite_begin(connection: sqlalchemy.engine.Connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def _engine_kwargs(url: str) -> dict[str, object]:
+def engine_kwargs(url: str) -> dict[str, Any]:
+    """SQLAlchemy engine settings for a storage (or artifact store) URL."""
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 60}}
     if url.startswith("postgresql"):
         return {
             "pool_pre_ping": True,  # a server restart leaves dead pooled connections
-            "pool_size": 2,
+            "pool_size": 2,  # the worker's thread and its heartbeat thread
             "max_overflow": 4,
             "pool_recycle": 1800,
             "connect_args": {"connect_timeout": 10},
         }
     return {}
+
+
+def configure_sqlite_engine(engine: sqlalchemy.engine.Engine) -> None:
+    """Busy timeout and ``BEGIN IMMEDIATE`` on every connection of an SQLite engine."""
+    sqlalchemy.event.listen(engine, "connect", _on_sqlite_connect)
+    sqlalchemy.event.listen(engine, "begin", _on_sqlite_begin)
+    engine.dispose()  # reconnect with the listeners in place
 
 
 def _prepare_sqlite_file(path: Path) -> None:
@@ -106,6 +268,8 @@ def make_storage(
     url: str | None = None,
     *,
     heartbeat: bool = True,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
     stale_trial_callback: StaleTrialCallback | None = None,
 ) -> optuna.storages.BaseStorage:
     """Build the Optuna storage for ``url`` (see the module docstring).
@@ -113,6 +277,10 @@ def make_storage(
     Args:
         url: The storage URL; None means ``$BSOPT_STORAGE`` or ``sqlite:///bsopt.db``.
         heartbeat: Record heartbeats so trials of dead workers are failed and retried.
+        heartbeat_interval: Seconds between heartbeats (default ``$BSOPT_HEARTBEAT_SECONDS``
+            or 10).
+        grace_period: Seconds without a heartbeat before a running trial is failed (default
+            ``$BSOPT_GRACE_SECONDS`` or 30).
         stale_trial_callback: Called with each trial failed for a stale heartbeat.
 
     Raises:
@@ -134,16 +302,16 @@ def make_storage(
         raise UsageError(f"malformed storage URL {mask_url(url)!r}") from None
     if scheme == "sqlite" and (path := sqlite_database_path(url)) is not None:
         _prepare_sqlite_file(path)
-    heartbeat_kwargs: dict[str, object] = {}
+    heartbeat_kwargs: dict[str, Any] = {}
     if heartbeat:
+        interval = heartbeat_interval or int(env_seconds(HEARTBEAT_ENV, HEARTBEAT_SECONDS))
         heartbeat_kwargs = {
-            "heartbeat_interval": HEARTBEAT_SECONDS,
-            "grace_period": GRACE_SECONDS,
+            "heartbeat_interval": max(1, interval),
+            "grace_period": max(1, grace_period or int(env_seconds(GRACE_ENV, GRACE_SECONDS))),
             "heartbeat_stale_trial_callback": stale_trial_callback,
         }
     try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url),
-                                             **heartbeat_kwargs)
+        storage = _create_rdb_storage(url, heartbeat_kwargs)
     except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
             optuna.exceptions.StorageInternalError) as exc:
         reason = str(getattr(exc, "orig", exc) or exc).strip().splitlines()[0]
@@ -152,10 +320,26 @@ def make_storage(
             "server (see storage/README.md)"
         ) from None
     if scheme == "sqlite":
-        sqlalchemy.event.listen(storage.engine, "connect", _on_sqlite_connect)
-        sqlalchemy.event.listen(storage.engine, "begin", _on_sqlite_begin)
-        storage.engine.dispose()  # reconnect with the listeners in place
+        configure_sqlite_engine(storage.engine)
     return storage
+
+
+def _create_rdb_storage(url: str, heartbeat_kwargs: dict[str, Any]) -> ResilientRDBStorage:
+    # Workers started together on a new database all create Optuna's tables at once; the
+    # losers of that race fail on a duplicate table or type, and find the tables made by
+    # the winner when they try again.
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():  # "heartbeat_interval is experimental"
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return ResilientRDBStorage(url, engine_kwargs=engine_kwargs(url),
+                                           **heartbeat_kwargs)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
+                sqlalchemy.exc.OperationalError) as exc:
+            if attempt == 4 or "already exists" not in str(exc):
+                raise
+            time.sleep(random.uniform(0.1, 0.5))
+    raise AssertionError("unreachable")
 
 
 def _grpc_storage(url: str) -> optuna.storages.BaseStorage:
@@ -166,6 +350,7 @@ def _grpc_storage(url: str) -> optuna.storages.BaseStorage:
 
     storage = GrpcStorageProxy(host=parts.hostname, port=parts.port)
     try:
+        storage.wait_server_ready(timeout=10)
         storage.get_all_studies()
     except Exception as exc:  # grpc raises its own RpcError types
         raise UsageError(

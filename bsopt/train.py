@@ -79,10 +79,23 @@ class History:
 
 
 def make_optimizer(name: str, params: Any, lr: float, momentum: float) -> torch.optim.Optimizer:
-    """The optimizer ``name`` (sgd or adam)."""
+    """The optimizer ``name`` (sgd or adam), fused into one kernel where PyTorch can."""
+    params = list(params)
+    # The unfused CPU step runs ~8 small ops per parameter tensor: a third of a batch-8 step.
+    fused = True if _can_fuse(params) else None
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum)
-    return torch.optim.Adam(params, lr=lr)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, fused=fused)
+    return torch.optim.Adam(params, lr=lr, fused=fused)
+
+
+def _can_fuse(params: list[Any]) -> bool:
+    from torch.optim.optimizer import _get_fused_kernels_supported_devices
+
+    devices = set(_get_fused_kernels_supported_devices())
+    return bool(params) and all(
+        isinstance(p, torch.Tensor) and p.is_floating_point() and p.device.type in devices
+        for p in params
+    )
 
 
 class Trainer:
@@ -98,6 +111,7 @@ class Trainer:
                                         settings.momentum)
         self.generator = torch.Generator(device="cpu").manual_seed(settings.seed)
         self.loss_fn = nn.CrossEntropyLoss(reduction="sum")
+        self._params = [p for p in model.parameters() if p.requires_grad]
         self.steps = 0
         self.history = History()
         self.noise = None
@@ -126,11 +140,14 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr_at(self.steps)
         self.optimizer.zero_grad(set_to_none=True)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if self.noise is not None:
+        params = self._params
+        micro, size = self.settings.micro_batch, len(x)
+        # The noise-scale estimator compares micro-batch and batch gradients: it needs two
+        # micro-batches or more (a short last batch may have one).
+        measure = self.noise is not None and size > micro
+        if measure:
             self.noise[0].begin_step(params)
         total = 0.0
-        micro, size = self.settings.micro_batch, len(x)
         for start in range(0, size, micro):
             xm, ym = x[start:start + micro], y[start:start + micro]
             # Summed loss over the whole batch's size: the accumulated gradient equals the
@@ -138,12 +155,10 @@ class Trainer:
             loss = self.loss_fn(self.model(xm), ym) / size
             loss.backward()
             total += loss.item() * size
-            if self.noise is not None:
-                self.noise[0].after_micro_batch(params, len(xm))
-        if self.noise is not None and size >= 2 * 1:
-            measured = self.noise[0].end_step(params)
-            if measured is not None and measured[1] < measured[3]:
-                self.noise[1].update(*measured)
+            if measure:
+                self.noise[0].after_micro_batch(params, len(xm), loss_scale=len(xm) / size)
+        if measure:
+            self.noise[1].update(*self.noise[0].end_step(params))
         self.optimizer.step()
         self.steps += 1
         return total

@@ -4,33 +4,52 @@ Optuna's ``Study.optimize`` creates a new trial whenever the queue is empty; wit
 workers racing for the last queued trials that overshoots the budget. So a worker claims a
 WAITING trial itself (the WAITING -> RUNNING transition is atomic in every storage, as in
 ``Study.ask``), runs the objective, and tells the result. It records heartbeats while a
-trial runs and fails the stale trials of dead workers first; Optuna's
-``RetryHeartbeatStaleTrialCallback`` re-enqueues those, and the retry resumes from the dead
-trial's last checkpoint.
+trial runs and fails the stale trials of dead workers first; :func:`retry_failed_trial`
+re-enqueues those, and the retry resumes from the dead trial's last checkpoint. A worker
+with nothing left to claim waits while other workers' trials run, so that if one of them
+dies its trial is retried here instead of waiting for the next ``bsopt search``.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages._heartbeat import BaseHeartbeat
-from optuna.trial import TrialState
+from optuna.storages._heartbeat import is_heartbeat_enabled
+from optuna.trial import FrozenTrial, TrialState
 
 from bsopt import records
-from bsopt.objective import Interrupted
+from bsopt.storage import call_with_retry
 
 MAX_FAILURES_IN_A_ROW = 3
+MAX_IDLE_POLL_SECONDS = 1.0
 
-# Re-enqueue a failed trial with its parameters and user attributes (so its checkpoint).
-retry_failed_trial = RetryHeartbeatStaleTrialCallback(max_retry=None,
-                                                      inherit_intermediate_values=True)
+with warnings.catch_warnings():  # "RetryHeartbeatStaleTrialCallback is experimental"
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    # Copies params, user attributes (so the checkpoint) and intermediate values.
+    _retry = RetryHeartbeatStaleTrialCallback(max_retry=None, inherit_intermediate_values=True)
+
+
+def retry_failed_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Re-enqueue a failed trial (once) so it runs again and resumes from its checkpoint.
+
+    Failures do not use the budget. Used as the storage's stale-trial callback and after a
+    trial fails in this worker; a trial already retried (two workers both saw it fail)
+    is not enqueued twice.
+    """
+    for other in study.get_trials(deepcopy=False):
+        history = other.system_attrs.get("retry_history") or [None]
+        if history[-1] == trial.number:
+            return
+    _retry(study, trial)
 
 
 class TooManyFailures(Exception):
@@ -45,28 +64,27 @@ class WorkerResult:
     interrupted_trial: int | None = None
     resumable_epoch: int | None = None
     last_error: str | None = None
+    taken_over: int = 0  # trials failed as stale by another worker while this one ran them
 
 
 @contextmanager
 def heartbeat(storage: BaseStorage, trial_id: int) -> Iterator[None]:
     """Record the trial's heartbeat in the background while the block runs."""
-    if not isinstance(storage, BaseHeartbeat):
+    if not is_heartbeat_enabled(storage):
         yield
         return
-    interval = storage.get_heartbeat_interval()
-    if interval is None:
-        yield
-        return
+    interval = storage.get_heartbeat_interval()  # type: ignore[attr-defined]
     done = threading.Event()
 
     def beat() -> None:
-        while not done.wait(interval):
+        while True:
             try:
-                storage.record_heartbeat(trial_id)
-            except Exception:  # a lost connection: the next beat retries
+                storage.record_heartbeat(trial_id)  # type: ignore[attr-defined]
+            except Exception:  # a lost connection: the next beat tries again
                 pass
+            if done.wait(interval):
+                return
 
-    storage.record_heartbeat(trial_id)
     thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
     thread.start()
     try:
@@ -81,42 +99,99 @@ def claim_trial(study: optuna.Study) -> optuna.Trial | None:
 
     This is ``Study.ask`` without its fallback of creating a new trial, and like it works on
     the study's own storage object (Optuna wraps an RDB storage in a cache that must see
-    the state change).
+    the state change). A heartbeat is recorded before the claim, so that a worker dying
+    right after claiming still leaves a trial that goes stale and is retried.
     """
     storage, study_id = study._storage, study._study_id
+    beats = is_heartbeat_enabled(storage)
     for waiting in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
         trial_id = waiting._trial_id
+        if beats:
+            call_with_retry(lambda: storage.record_heartbeat(trial_id),  # type: ignore
+                            what="record_heartbeat")
         try:
             if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
                 return optuna.Trial(study, trial_id)
-        except optuna.exceptions.UpdateFinishedTrialError:
+        except UpdateFinishedTrialError:
             continue  # another worker took it and finished it already
     return None
 
 
-def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *, timeout: float | None = None,
-               stop: threading.Event | None = None, worker_name: str = "worker",
+def running_elsewhere(study: optuna.Study) -> int:
+    """Trials that bsopt workers are running now (0 when the storage has no heartbeats).
+
+    Without heartbeats (the gRPC proxy) a dead worker's trial never goes stale, so an idle
+    worker would wait for it forever: it does not wait then.
+    """
+    if not is_heartbeat_enabled(study._storage):
+        return 0
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return sum(records.WORKER in t.user_attrs for t in running)
+
+
+def _others_running(study: optuna.Study, trial: optuna.Trial) -> bool:
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return any(t.number != trial.number for t in running)
+
+
+def _finish(study: optuna.Study, trial: optuna.Trial, values: Any, state: TrialState,
+            error: str | None) -> FrozenTrial | None:
+    """Tell the trial's outcome; None if another worker failed it as stale meanwhile."""
+    try:
+        if error is not None:
+            trial.set_user_attr(records.FAIL_REASON, error)
+        return study.tell(trial, values, state=state if values is None else None)
+    except (ValueError, UpdateFinishedTrialError):
+        # This worker was cut off from the database (or paused) for longer than the grace
+        # period: another one failed the trial and enqueued its retry. Leave it to that.
+        if study._storage.get_trial(trial._trial_id).state.is_finished():
+            return None
+        raise
+
+
+def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
+               timeout: float | None = None, stop: threading.Event | None = None,
+               worker_name: str = "worker",
                on_trial_end: Callable[[dict[str, Any]], None] | None = None) -> WorkerResult:
-    """Run queued trials of ``study`` until none is left, ``timeout`` or ``stop``.
+    """Run queued trials of ``study`` until none is left or running, ``timeout`` or ``stop``.
 
     Raises:
         TooManyFailures: ``MAX_FAILURES_IN_A_ROW`` trials in a row raised an exception.
     """
+    # Imported here: it imports torch, which commands that only read studies (and the
+    # storage proxy) should not wait for.
+    from bsopt.objective import Interrupted
+
     result = WorkerResult()
     started = time.monotonic()
-    failures_in_a_row = 0
-    while not (stop is not None and stop.is_set()):
+    stop = stop or threading.Event()
+    failures_in_a_row, reseeded = 0, False
+    storage = study._storage
+    poll = MAX_IDLE_POLL_SECONDS
+    if is_heartbeat_enabled(storage):
+        poll = min(float(storage.get_heartbeat_interval()), poll)  # type: ignore[attr-defined]
+    while not stop.is_set():
         if timeout is not None and time.monotonic() - started >= timeout:
             break
-        optuna.storages.fail_stale_trials(study)
+        with warnings.catch_warnings():  # "fail_stale_trials is experimental"
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
         trial = claim_trial(study)
         if trial is None:
-            break
-        trial.set_user_attr(records.WORKER, worker_name)
+            if not running_elsewhere(study):
+                break
+            stop.wait(poll)  # a stale one among them is failed and re-enqueued next round
+            continue
+        if not reseeded and _others_running(study, trial):
+            # Workers built their samplers from the same seed: left alone they would
+            # propose the same points. A worker alone keeps the seed (reproducible).
+            study.sampler.reseed_rng()
+            reseeded = True
         trial_started = time.monotonic()
         state, values, error = TrialState.COMPLETE, None, None
-        with heartbeat(study._storage, trial._trial_id):
+        with heartbeat(storage, trial._trial_id):
             try:
+                trial.set_user_attr(records.WORKER, worker_name)
                 values = objective(trial)
             except optuna.TrialPruned:
                 state = TrialState.PRUNED
@@ -126,26 +201,32 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
                 result.resumable_epoch = len(trial.user_attrs.get(records.VAL_LOSS, []))
             except Exception as exc:  # the objective's bug or a bad lr: record, retry later
                 state, error = TrialState.FAIL, f"{type(exc).__name__}: {exc}"
-        if error is not None:
-            trial.set_user_attr(records.FAIL_REASON, error)
-        frozen = study.tell(trial, values, state=state if values is None else None)
-        if frozen.state == TrialState.FAIL:
-            retry_failed_trial(study, frozen)  # failures do not use the budget
-        result.finished[frozen.state.name] = result.finished.get(frozen.state.name, 0) + 1
+            frozen = _finish(study, trial, values, state, error)
+        if frozen is None:
+            result.taken_over += 1
+            final_state = "FAIL"
+            error = "failed as stale by another worker, which retries it"
+        else:
+            final_state = frozen.state.name
+            if frozen.state == TrialState.FAIL:
+                retry_failed_trial(study, frozen)  # failures do not use the budget
+        result.finished[final_state] = result.finished.get(final_state, 0) + 1
         if on_trial_end is not None:
-            on_trial_end({"event": "end", "trial": frozen.number, "state": frozen.state.name,
-                          "values": frozen.values, "batch_size": frozen.params.get("batch_size"),
-                          "lr": records.effective_lr(frozen),
+            source = frozen or study._storage.get_trial(trial._trial_id)
+            on_trial_end({"event": "end", "trial": source.number, "state": final_state,
+                          "values": source.values if frozen else None,
+                          "batch_size": source.params.get("batch_size"),
+                          "lr": records.effective_lr(source),
                           "seconds": time.monotonic() - trial_started, "error": error})
         if result.interrupted_trial is not None:
             break
-        if frozen.state == TrialState.FAIL:
+        if frozen is not None and frozen.state == TrialState.FAIL:
             failures_in_a_row += 1
             result.last_error = error
             if failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
                 raise TooManyFailures(
                     f"{failures_in_a_row} trials failed in a row; the last with {error}"
                 )
-        else:
+        elif frozen is not None:
             failures_in_a_row = 0
     return result

@@ -12,7 +12,6 @@ from optuna.trial import TrialState, create_trial
 from bsopt.analysis import (
     analyze,
     analyze_records,
-    best_by_batch,
     fit_critical_batch,
     fit_lr_scaling,
     scaling_verdict,
@@ -255,13 +254,6 @@ def test_to_dict_is_json_and_matches_sqlite_study(tmp_path, sqrt_study):
     assert data["best"][0]["generalization_gap"] == pytest.approx(0.0)
     assert data["steps_to_target"][0]["examples"] == 16 * data["steps_to_target"][0]["steps"]
     assert set(data) >= {"critical_batch", "noise_scale", "target_loss", "target_rule"}
-
-
-def test_best_by_batch_ignores_trials_without_loss():
-    records = [TrialRecord(0, "COMPLETE", 32, 0.1, None),
-               TrialRecord(1, "COMPLETE", 32, 0.2, 0.5, val_loss=[0.9, 0.5])]
-    (best,) = best_by_batch(records)
-    assert best.trial == 1 and best.lrs_tried == 1 and not best.lr_at_edge
 
 
 def test_loose_target_upper_bounds_are_left_out_of_the_fit(sqrt_study):

@@ -1,0 +1,85 @@
+"""Every benchmark runs end to end on a tiny size, so none can rot; no timing is asserted."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+# The benchmarks live beside the package, not in it: import them from the repository root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import concurrency, grid_table, search_efficiency, throughput  # noqa: E402
+
+
+def finite(value: float) -> bool:
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def test_throughput_reports_ratios_and_fraction_of_peak():
+    result = throughput.main(["--samples", "48", "--repeats", "2", "--batch-sizes", "16,32",
+                              "--matmul-size", "128", "--variants", "unfused Adam,1 thread"])
+    assert [r["batch_size"] for r in result["rows"]] == [16, 32]
+    assert finite(result["peak_flops"]) and result["peak_flops"] > 0
+    for row in result["rows"]:
+        assert finite(row["ratio"]) and row["ratio"] > 0
+        assert finite(row["fraction_of_peak"]) and row["fraction_of_peak"] > 0
+        assert row["flops_per_example"] > 0
+        assert set(row["variants"]) == {"unfused Adam", "1 thread"}
+    assert "| 16 |" in throughput.format_report(result)
+
+
+def test_grid_table_then_replay(tmp_path):
+    path = tmp_path / "grid.json.gz"
+    table = grid_table.main(["--out", str(path), "--epochs", "2", "--batch-sizes", "16,32",
+                             "--lr-points", "2", "--seeds", "2", "--workers", "1",
+                             "--max-train-samples", "64", "--quiet"])
+    assert len(table["runs"]) == 2 * 2 * 2
+    assert all(len(r["val_loss"]) == 2 or r["diverged"] for r in table["runs"])
+    assert grid_table.load_table(path) == table
+
+    result = search_efficiency.main(["--table", str(path), "--replays", "2"])
+    assert set(result["methods"]) == set(search_efficiency.METHODS)
+    assert result["grid_epochs"] == 2 * 2 * 2
+    for summary in result["methods"].values():
+        assert len(summary["epochs"]) == 2
+        assert 0 <= summary["found_share"] <= 1
+        assert all(0 < e <= search_efficiency.MAX_TRIALS_FACTOR * result["grid_epochs"]
+                   for e in summary["epochs"])
+
+
+def test_shipped_table_is_the_full_grid():
+    table = grid_table.load_table()
+    meta = table["meta"]
+    assert meta["batch_sizes"] == [8, 16, 32, 64, 128, 256, 512]
+    assert len(meta["lrs"]) >= 10 and len(meta["seeds"]) >= 3 and meta["epochs"] >= 10
+    cells = {(r["batch_size"], r["lr"], r["seed"]) for r in table["runs"]}
+    assert len(cells) == len(table["runs"]) == 7 * len(meta["lrs"]) * len(meta["seeds"])
+    indexed = search_efficiency.Table.from_dict(table)
+    assert 0 < indexed.best_mean_final() < math.log(10)  # better than chance
+
+
+@pytest.mark.slow
+def test_shipped_table_replays_every_method():
+    table = search_efficiency.Table.from_dict(grid_table.load_table())
+    methods = {**search_efficiency.METHODS, **search_efficiency.CANDIDATES}
+    result = search_efficiency.evaluate(table, methods, replays=1)
+    assert set(result["methods"]) == set(methods)
+    assert "bsopt default" in search_efficiency.format_report(result)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql",
+                                                             marks=pytest.mark.postgres)])
+def test_concurrency_counts_are_consistent(backend):
+    result = concurrency.main(["--backends", backend, "--workers", "2", "--budget", "8"])
+    rows = result["rows"]
+    assert {r["mode"] for r in rows} == {"bsopt", "optuna"}
+    for row in rows:
+        assert row["finished"] + row["lost"] - row["extra"] == result["budget"]
+        assert row["trials_per_second"] > 0
+    bsopt = next(r for r in rows if r["mode"] == "bsopt")
+    assert (bsopt["errors"], bsopt["lost"], bsopt["duplicates"], bsopt["extra"]) == (0, 0, 0, 0)
+    assert "bsopt/optuna" in concurrency.format_report(result)

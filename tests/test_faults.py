@@ -1,0 +1,276 @@
+"""Faults with real processes: kill -9, SIGTERM and Ctrl-C, a PostgreSQL restart, a cut-off
+worker, and checkpoints that must not run code when loaded."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import shlex
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+from bsopt import records
+from bsopt.artifacts import DatabaseArtifactStore
+from bsopt.checkpoints import CHECKPOINT_ATTR, load_checkpoint, make_artifact_store
+from bsopt.config import build_config
+from bsopt.data import load_dataset
+from bsopt.models import build_model
+from bsopt.objective import Objective
+from bsopt.storage import make_storage, sqlite_database_path
+from bsopt.train import Trainer
+from bsopt.worker import retry_failed_trial, run_worker
+
+TIMEOUT = 300  # seconds: only against a hang, never an assertion about speed
+FAST_HEARTBEATS = {"BSOPT_HEARTBEAT_SECONDS": "1", "BSOPT_GRACE_SECONDS": "2"}
+# Trials of several short epochs: long enough to stop in the middle, quick to finish. One
+# (batch size, lr) point, so a test knows exactly how each trial trains.
+EPOCHS = 8
+LONG_TRIALS = ["--sampler", "random", "--pruner", "none", "--dataset", "digits",
+               "--max-train-samples", "300", "--epochs", str(EPOCHS), "--batch-size", "16:16",
+               "--lr", "1e-3:1e-3"]
+StartBsopt = Callable[..., subprocess.Popen]
+
+
+def wait_for(condition: Callable[[], Any], what: str) -> Any:
+    """Poll ``condition`` until it returns something true (a guard against hangs only)."""
+    deadline = time.monotonic() + TIMEOUT
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.1)
+    return result
+
+
+class Reader:
+    """Reads a study's trials afresh from its storage, as an onlooker (no heartbeats)."""
+
+    def __init__(self, url: str, name: str) -> None:
+        self.storage = make_storage(url, heartbeat=False)
+        self.name = name
+
+    def trials(self) -> list[FrozenTrial]:
+        """The study's trials now (none if the study does not exist yet)."""
+        try:
+            study_id = self.storage.get_study_id_from_name(self.name)
+        except KeyError:
+            return []
+        return self.storage.get_all_trials(study_id)
+
+    def running_with_checkpoint(self) -> FrozenTrial | None:
+        """A RUNNING trial that has finished at least one epoch (its checkpoint is in)."""
+        return next((t for t in self.trials()
+                     if t.state == TrialState.RUNNING and CHECKPOINT_ATTR in t.user_attrs),
+                    None)
+
+
+def stored_checkpoints(url: str) -> list[str]:
+    path = sqlite_database_path(url)
+    if path is None:
+        return DatabaseArtifactStore(url).artifact_ids()
+    artifacts = path.with_name(path.name + ".artifacts")
+    return sorted(p.name for p in artifacts.iterdir()) if artifacts.exists() else []
+
+
+def replay(state: dict[str, Any]) -> list[float]:
+    """The validation losses of a trial continued here from checkpoint ``state``."""
+    config, _ = build_config(None, {"dataset": "digits", "max_train_samples": 300,
+                                    "epochs": EPOCHS, "device": "cpu"})
+    data = load_dataset("digits", max_train_samples=300)
+    trainer = Trainer(build_model("cnn", data.input_shape, data.num_classes), data,
+                      Objective(config, data, torch.device("cpu")).settings(16, 1e-3))
+    trainer.load_state_dict(state)
+    while trainer.epoch < EPOCHS:
+        trainer.run_epoch()
+    return [e.val_loss for e in trainer.history.epochs]
+
+
+def finish(process: subprocess.Popen, status: int = 0) -> tuple[str, str]:
+    out, err = process.communicate(timeout=TIMEOUT)
+    assert process.returncode == status, f"exit {process.returncode}\n{out}\n{err}"
+    return out, err
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_a_killed_workers_trial_is_retried_and_resumes_from_its_checkpoint(
+        postgres_url: str, bsopt_process: StartBsopt) -> None:
+    # Checkpoints of a PostgreSQL study are in the database: the retry could run anywhere.
+    storage_url = postgres_url
+    victim = bsopt_process("search", "--storage", storage_url, "--study-name", "kill",
+                           "--n-trials", "1", *LONG_TRIALS, env=FAST_HEARTBEATS)
+    reader = Reader(storage_url, "kill")
+    wait_for(reader.running_with_checkpoint, "a trial past its first epoch")
+    os.killpg(victim.pid, signal.SIGKILL)  # kill -9: no handler, no cleanup, no last words
+    victim.communicate()
+    (killed,) = reader.trials()
+    assert killed.state == TrialState.RUNNING  # killed in the middle of the trial
+    epoch = killed.user_attrs[CHECKPOINT_ATTR]["epoch"]
+    assert 1 <= epoch < EPOCHS
+    checkpoint = load_checkpoint(make_artifact_store(storage_url), killed)
+    assert checkpoint is not None and len(checkpoint["history"]) == epoch
+
+    # A live worker joins with nothing but the storage and the study's name.
+    finish(bsopt_process("search", "--storage", storage_url, "--study-name", "kill",
+                         env=FAST_HEARTBEATS))
+    dead, retry = reader.trials()  # the budget of 1 holds: no other trial
+    assert (dead.state, retry.state) == (TrialState.FAIL, TrialState.COMPLETE)
+    assert retry.system_attrs["failed_trial"] == dead.number
+    assert retry.user_attrs[records.WORKER] != dead.user_attrs[records.WORKER]
+    assert retry.user_attrs[records.RESUMED_FROM_EPOCH] == epoch
+    assert list(retry.intermediate_values) == list(range(1, EPOCHS + 1))
+    # The epochs before the kill are the dead worker's own measurements, not a rerun ...
+    assert (retry.user_attrs[records.EPOCH_SECONDS][:epoch]
+            == dead.user_attrs[records.EPOCH_SECONDS][:epoch])
+    # ... and the epochs after it continue exactly from the checkpoint: model, optimizer
+    # and random number generators all restored (a fresh start would differ at once).
+    assert retry.user_attrs[records.VAL_LOSS] == pytest.approx(replay(checkpoint), rel=1e-4)
+    assert stored_checkpoints(storage_url) == []  # a finished trial leaves none behind
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGTERM to the command", "Ctrl-C in the terminal"])
+def test_a_stopped_run_ends_its_trials_cleanly_and_says_how_to_resume(
+        how: str, sqlite_url: str, bsopt_process: StartBsopt) -> None:
+    run = bsopt_process("search", "--storage", sqlite_url, "--study-name", "stop",
+                        "--n-trials", "3", "--workers", "2", *LONG_TRIALS)
+    reader = Reader(sqlite_url, "stop")
+    seen = wait_for(reader.running_with_checkpoint, "a trial past its first epoch")
+    if how.startswith("SIGTERM"):
+        os.kill(run.pid, signal.SIGTERM)  # the command only; its workers hear it from it
+    else:
+        os.killpg(run.pid, signal.SIGINT)  # a terminal sends it to every process
+    out, err = finish(run, 130)
+    assert "Traceback" not in err
+    match = re.search(r"^interrupted: (\d+) trials left; resume with: (.+)$", out, flags=re.M)
+    assert match, out
+    left, command = int(match[1]), shlex.split(match[2])
+    assert command[:2] == ["bsopt", "search"]
+
+    trials = reader.trials()
+    states = Counter(t.state for t in trials)
+    assert states[TrialState.RUNNING] == 0  # every trial was ended, none left hanging
+    assert states[TrialState.WAITING] == left
+    stopped = [t for t in trials if t.state == TrialState.FAIL]
+    assert stopped and all(t.user_attrs[records.FAIL_REASON].startswith("interrupted")
+                           for t in stopped)
+    retries = [t for t in trials if "failed_trial" in t.system_attrs]
+    assert sorted(t.system_attrs["failed_trial"] for t in retries) == sorted(
+        t.number for t in stopped)  # each stopped trial re-enqueued, once
+    (retry,) = [t for t in retries if t.system_attrs["failed_trial"] == seen.number]
+    assert retry.user_attrs[CHECKPOINT_ATTR]["epoch"] >= 1
+    if not how.startswith("SIGTERM"):
+        return  # resuming is the same after either
+
+    finish(bsopt_process(*command[1:]))  # the command it printed
+    trials = reader.trials()
+    assert Counter(t.state for t in trials) == {TrialState.COMPLETE: 3,
+                                                TrialState.FAIL: len(stopped)}
+    resumed = next(t for t in trials if t.system_attrs.get("failed_trial") == seen.number)
+    assert resumed.user_attrs[records.RESUMED_FROM_EPOCH] >= 1
+
+
+def postgres_cluster() -> tuple[str, str]:
+    version = sorted(os.listdir("/etc/postgresql"))[0]
+    return version, "main"
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_workers_finish_the_budget_across_a_postgresql_restart(
+        postgres_url: str, bsopt_process: StartBsopt) -> None:
+    run = bsopt_process("search", "--storage", postgres_url, "--study-name", "restart",
+                        "--sampler", "tpe", "--pruner", "none", "--n-trials", "12",
+                        "--workers", "3", "--dataset", "digits", "--epochs", "3",
+                        "--max-train-samples", "400")
+    reader = Reader(postgres_url, "restart")
+    wait_for(lambda: any(t.state == TrialState.COMPLETE for t in reader.trials()),
+             "a finished trial")
+    control = ["pg_ctlcluster", "--skip-systemctl-redirect", *postgres_cluster()]
+    try:
+        subprocess.run([*control, "stop"], check=True, timeout=120)
+        time.sleep(2)  # the outage: every worker call now fails to connect
+    finally:
+        subprocess.run([*control, "start"], check=True, timeout=120)
+    out, err = finish(run)
+    trials = reader.trials()
+    assert len(trials) == 12 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert "lost the database connection" in err  # the workers did meet the outage
+    assert "12 complete" in out
+
+
+def test_a_worker_cut_off_past_the_grace_period_leaves_its_trial_to_the_retry(
+        sqlite_url: str) -> None:
+    def storage() -> optuna.storages.BaseStorage:  # beats once a minute, stale after 1 s
+        return make_storage(sqlite_url, heartbeat_interval=60, grace_period=1,
+                            stale_trial_callback=retry_failed_trial)
+
+    study = optuna.create_study(storage=storage(), study_name="s")
+    study.enqueue_trial({"x": 1.0})
+    elsewhere = optuna.load_study(study_name="s", storage=storage())  # another worker
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0, 2)
+        if trial.number == 0:  # this worker is cut off until the other one fails its trial
+            def failed_elsewhere() -> bool:
+                optuna.storages.fail_stale_trials(elsewhere)
+                return elsewhere.trials[0].state == TrialState.FAIL
+            wait_for(failed_elsewhere, "the other worker to fail the stale trial")
+            trial.report(x, 1)  # this worker comes back: its trial is not its own any more
+        return x
+
+    result = run_worker(study, objective, worker_name="cut-off")
+    assert result.taken_over == 1 and result.finished == {"FAIL": 1, "COMPLETE": 1}
+    first, retry = optuna.load_study(study_name="s", storage=sqlite_url).trials
+    assert first.state == TrialState.FAIL and retry.state == TrialState.COMPLETE
+    assert retry.system_attrs["failed_trial"] == 0 and retry.value == 1.0
+
+
+def test_a_failed_trial_is_re_enqueued_once_even_if_two_workers_retry_it(
+        sqlite_url: str) -> None:
+    study = optuna.create_study(storage=make_storage(sqlite_url), study_name="s")
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    study.tell(trial, state=TrialState.FAIL)
+    failed = study.trials[0]
+    retry_failed_trial(study, failed)
+    retry_failed_trial(study, failed)  # a second worker saw the same failure
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
+
+
+class Payload:
+    """Unpickling this runs code: it creates the file ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_that_would_run_code_is_not_loaded(
+        tmp_path: Path, sqlite_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    marker = tmp_path / "pwned"
+    buffer = io.BytesIO()
+    torch.save({"model": {"weight": torch.zeros(2)}, "extra": Payload(marker)}, buffer)
+    store = DatabaseArtifactStore(sqlite_url)
+    store.write("evil.pt", io.BytesIO(buffer.getvalue()))
+    study = optuna.create_study(storage=make_storage(sqlite_url))
+    trial = study.ask()
+    trial.set_user_attr(CHECKPOINT_ATTR, {"artifact_id": "evil.pt", "epoch": 3})
+    with caplog.at_level(logging.WARNING, logger="bsopt.checkpoints"):
+        assert load_checkpoint(store, trial) is None  # the trial starts over instead
+    assert "cannot be loaded safely" in caplog.text
+    assert not marker.exists()
+    # The payload is real: a full unpickling would have run it.
+    torch.load(io.BytesIO(buffer.getvalue()), weights_only=False)
+    assert marker.exists()

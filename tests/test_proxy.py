@@ -1,0 +1,62 @@
+"""``bsopt storage-proxy``: workers share a PostgreSQL study through Optuna's gRPC proxy."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+from collections.abc import Callable
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from bsopt import records
+from bsopt.cli import main
+
+TIMEOUT = 300  # seconds: only against a hang, never an assertion about speed
+StartBsopt = Callable[..., subprocess.Popen]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_workers_share_a_study_through_the_proxy(postgres_url: str,
+                                                 bsopt_process: StartBsopt) -> None:
+    # The server trusts local connections, so it accepts (and ignores) this password.
+    url = postgres_url.replace("postgres@", "postgres:s3cret@")
+    port = str(free_port())
+    proxy = bsopt_process("storage-proxy", "--storage", url, "--host", "127.0.0.1",
+                          "--port", port)
+    banner = proxy.stdout.readline()
+    assert f"on 127.0.0.1:{port}" in banner and "postgres:***@" in banner
+    assert "s3cret" not in banner
+
+    run = bsopt_process("search", "--storage", f"grpc://127.0.0.1:{port}", "--study-name",
+                        "proxied", "--sampler", "random", "--n-trials", "6", "--workers", "2",
+                        "--dataset", "digits", "--max-train-samples", "200", "--epochs", "2")
+    out, err = run.communicate(timeout=TIMEOUT)
+    assert run.returncode == 0, out + err
+    assert f"grpc://127.0.0.1:{port}" in out and "6 " in out
+
+    study = optuna.load_study(study_name="proxied", storage=url.replace(
+        "postgresql://", "postgresql+psycopg://"))  # the database itself, not the proxy
+    assert len(study.trials) == 6  # the budget holds through the proxy too
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
+    assert study.user_attrs[records.CONFIG_ATTR]["n_trials"] == 6
+
+    proxy.send_signal(signal.SIGTERM)
+    rest, proxy_err = proxy.communicate(timeout=TIMEOUT)
+    assert proxy.returncode == 0 and "storage proxy stopped" in rest
+    assert "s3cret" not in rest + proxy_err
+
+
+def test_a_proxy_of_a_proxy_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["storage-proxy", "--storage", "grpc://127.0.0.1:13000"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a proxy already" in err

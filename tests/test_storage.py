@@ -1,0 +1,185 @@
+"""bsopt.storage and bsopt.artifacts on real SQLite files and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy
+from optuna.artifacts import FileSystemArtifactStore
+from optuna.artifacts.exceptions import ArtifactNotFound
+from optuna.trial import TrialState
+
+from bsopt.artifacts import DatabaseArtifactStore
+from bsopt.checkpoints import make_artifact_store
+from bsopt.errors import UsageError
+from bsopt.storage import make_storage, mask_url
+from bsopt.worker import claim_trial
+
+RETRY_LOG = "lost the database connection"
+
+
+def database_name(url: str) -> str:
+    return url.rsplit("/", 1)[1]
+
+
+def cut_off(postgres_admin: Callable[[str], None], url: str) -> None:
+    """Refuse new connections to the database and end the open ones (a real outage)."""
+    name = database_name(url)
+    postgres_admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+    postgres_admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                   f"WHERE datname = '{name}' AND pid <> pg_backend_pid()")
+
+
+def reopen(postgres_admin: Callable[[str], None], url: str) -> None:
+    postgres_admin(f'ALTER DATABASE "{database_name(url)}" ALLOW_CONNECTIONS true')
+
+
+@pytest.mark.parametrize("url, masked", [
+    ("postgresql://alice:s3cret@db.example/bsopt", "postgresql://alice:***@db.example/bsopt"),
+    ("postgresql+psycopg://alice:p%40ss@db:5432/bsopt",
+     "postgresql+psycopg://alice:***@db:5432/bsopt"),
+    ("grpc://bob:hunter2@proxy:13000", "grpc://bob:***@proxy:13000"),
+    ("postgresql://alice@db/bsopt", "postgresql://alice@db/bsopt"),
+    ("sqlite:////tmp/x.db", "sqlite:////tmp/x.db"),
+])
+def test_passwords_are_masked(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
+
+
+def test_an_unreachable_server_is_a_usage_error_without_the_password() -> None:
+    with pytest.raises(UsageError, match="cannot reach storage") as exc:
+        make_storage("postgresql://postgres:s3cret@127.0.0.1:1/bsopt")
+    assert "s3cret" not in str(exc.value) and "***" in str(exc.value)
+
+
+def test_sqlite_files_use_wal_and_wait_for_the_lock(sqlite_url: str) -> None:
+    storage = make_storage(sqlite_url)
+    with storage.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 60000
+
+
+def test_heartbeat_settings_come_from_arguments_or_the_environment(
+        sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    default = make_storage(sqlite_url)
+    assert (default.heartbeat_interval, default.grace_period) == (10, 30)
+    monkeypatch.setenv("BSOPT_HEARTBEAT_SECONDS", "2")
+    monkeypatch.setenv("BSOPT_GRACE_SECONDS", "5")
+    from_env = make_storage(sqlite_url)
+    assert (from_env.heartbeat_interval, from_env.grace_period) == (2, 5)
+    explicit = make_storage(sqlite_url, heartbeat_interval=1, grace_period=3)
+    assert (explicit.heartbeat_interval, explicit.grace_period) == (1, 3)
+    assert make_storage(sqlite_url, heartbeat=False).heartbeat_interval is None
+    monkeypatch.setenv("BSOPT_GRACE_SECONDS", "soon")
+    with pytest.raises(UsageError, match="BSOPT_GRACE_SECONDS"):
+        make_storage(sqlite_url)
+
+
+@pytest.mark.postgres
+def test_postgresql_uses_psycopg3_and_replaces_connections_the_server_ended(
+        postgres_url: str, postgres_admin: Callable[[str], None],
+        caplog: pytest.LogCaptureFixture) -> None:
+    storage = make_storage(postgres_url)
+    assert storage.engine.dialect.driver == "psycopg"
+    optuna.create_study(storage=storage, study_name="s")
+    name = database_name(postgres_url)
+    postgres_admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                   f"WHERE datname = '{name}' AND pid <> pg_backend_pid()")
+    # The pool's connections are dead; the pre-ping replaces them without an error or retry.
+    assert optuna.load_study(study_name="s", storage=storage).study_name == "s"
+    assert RETRY_LOG not in caplog.text
+
+
+@pytest.mark.postgres
+def test_a_claim_and_a_tell_wait_out_a_database_that_refuses_connections(
+        postgres_url: str, postgres_admin: Callable[[str], None],
+        caplog: pytest.LogCaptureFixture) -> None:
+    study = optuna.create_study(storage=make_storage(postgres_url), study_name="s")
+    study.enqueue_trial({"x": 1.0})
+    cut_off(postgres_admin, postgres_url)
+    timer = threading.Timer(2.0, reopen, [postgres_admin, postgres_url])
+    timer.start()
+    with caplog.at_level(logging.WARNING, logger="bsopt.storage"):
+        trial = claim_trial(study)
+        assert trial is not None
+        study.tell(trial, trial.suggest_float("x", 0, 2))
+    timer.join()
+    assert RETRY_LOG in caplog.text
+    (finished,) = optuna.load_study(study_name="s", storage=postgres_url).trials
+    assert finished.state == TrialState.COMPLETE and finished.value == 1.0
+
+
+@pytest.mark.postgres
+def test_retries_give_up_after_the_deadline_and_other_errors_are_not_retried(
+        postgres_url: str, postgres_admin: Callable[[str], None],
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    storage = make_storage(postgres_url)
+    optuna.create_study(storage=storage, study_name="s")
+    with pytest.raises(KeyError):  # a missing study is an answer, not a lost connection
+        storage.get_study_id_from_name("missing")
+    assert RETRY_LOG not in caplog.text
+    monkeypatch.setenv("BSOPT_STORAGE_RETRY_SECONDS", "1")
+    cut_off(postgres_admin, postgres_url)
+    try:
+        with pytest.raises(optuna.exceptions.StorageInternalError):
+            storage.get_study_id_from_name("s")
+    finally:
+        reopen(postgres_admin, postgres_url)
+    assert RETRY_LOG in caplog.text
+
+
+def test_the_database_artifact_store_keeps_bytes_by_id(storage_url: str) -> None:
+    store = DatabaseArtifactStore(storage_url)
+    store.write("a", io.BytesIO(b"first"))
+    store.write("a", io.BytesIO(b"second"))  # written again: replaced, not duplicated
+    store.write("b", io.BytesIO(bytes(range(256)) * 1000))
+    assert store.open_reader("a").read() == b"second"
+    assert store.open_reader("b").read() == bytes(range(256)) * 1000
+    assert store.artifact_ids() == ["a", "b"]
+    store.remove("a")
+    assert store.artifact_ids() == ["b"]
+    with pytest.raises(ArtifactNotFound):
+        store.open_reader("a")
+    with pytest.raises(ArtifactNotFound):
+        store.remove("a")
+    # Another process (here: another engine) sees the same artifacts.
+    assert DatabaseArtifactStore(storage_url).open_reader("b").read()[:3] == b"\x00\x01\x02"
+
+
+def test_workers_starting_together_all_get_the_artifact_table(storage_url: str) -> None:
+    stores: list[DatabaseArtifactStore] = []
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            stores.append(DatabaseArtifactStore(storage_url))
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(stores) == 4
+    assert sqlalchemy.inspect(stores[0].engine).has_table("bsopt_artifacts")
+
+
+def test_checkpoints_go_to_the_database_for_postgresql_and_beside_sqlite_files(
+        tmp_path: Path) -> None:
+    sqlite_store = make_artifact_store(f"sqlite:///{tmp_path}/s.db")
+    assert isinstance(sqlite_store, FileSystemArtifactStore)
+    assert (tmp_path / "s.db.artifacts").is_dir()
+    chosen = make_artifact_store("sqlite:///x.db", tmp_path / "shared")
+    assert isinstance(chosen, FileSystemArtifactStore) and (tmp_path / "shared").is_dir()
+
+
+@pytest.mark.postgres
+def test_postgresql_checkpoints_default_to_the_database(postgres_url: str) -> None:
+    assert isinstance(make_artifact_store(postgres_url), DatabaseArtifactStore)

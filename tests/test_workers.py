@@ -1,0 +1,80 @@
+"""Many real worker processes on one study: the budget holds, grid points run once, no locks."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Callable
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from bsopt import records
+from bsopt.search import threads_per_worker
+from bsopt.space import batch_sizes, grid_lrs
+
+QUICK = ["--dataset", "digits", "--max-train-samples", "200", "--epochs", "2"]
+TIMEOUT = 300  # seconds: only against a hang, never an assertion about speed
+StartBsopt = Callable[..., subprocess.Popen]
+
+
+def finish(process: subprocess.Popen) -> tuple[str, str]:
+    """Wait for a bsopt process; its output, after checking it succeeded."""
+    out, err = process.communicate(timeout=TIMEOUT)
+    assert process.returncode == 0, f"exit {process.returncode}\n{out}\n{err}"
+    return out, err
+
+
+def test_torch_threads_are_shared_out_between_worker_processes() -> None:
+    cores = threads_per_worker(1)
+    assert cores >= 1
+    assert threads_per_worker(cores) == 1
+    assert threads_per_worker(2 * cores) == 1  # never zero
+    assert threads_per_worker(2) == max(1, cores // 2)
+
+
+def grid_command(url: str, name: str) -> list[str]:
+    return ["search", "--storage", url, "--study-name", name, "--sampler", "grid",
+            "--batch-size", "16:64", "--lr", "1e-3:1e-1", "--grid-lr-points", "3",
+            "--pruner", "none", *QUICK]
+
+
+def assert_each_grid_point_once(url: str, name: str) -> None:
+    study = optuna.load_study(study_name=name, storage=url)
+    points = [(t.params["batch_size"], t.params["lr"]) for t in study.trials]
+    grid = [(b, lr) for b in batch_sizes(16, 64) for lr in grid_lrs(1e-3, 1e-1, 3)]
+    assert sorted(points) == sorted(grid)  # every point, none twice, nothing else
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_three_machines_share_a_grid_on_postgresql(postgres_url: str,
+                                                   bsopt_process: StartBsopt) -> None:
+    # Three `bsopt search` processes started together, as on three machines: one creates
+    # the study, the others join it, and the nine grid points are shared out.
+    processes = [bsopt_process(*grid_command(postgres_url, "grid")) for _ in range(3)]
+    outputs = [finish(p) for p in processes]
+    assert_each_grid_point_once(postgres_url, "grid")
+    assert all("study 'grid'" in out for out, _ in outputs)
+
+
+@pytest.mark.slow
+def test_two_machines_of_two_workers_share_a_grid_in_one_sqlite_file(
+        sqlite_url: str, bsopt_process: StartBsopt) -> None:
+    # Four worker processes write one SQLite file: two commands of `--workers 2` each, as
+    # two users on one machine would start them.
+    processes = [bsopt_process(*grid_command(sqlite_url, "grid"), "--workers", "2")
+                 for _ in range(2)]
+    outputs = [finish(p) for p in processes]
+    assert_each_grid_point_once(sqlite_url, "grid")
+    study = optuna.load_study(study_name="grid", storage=sqlite_url)
+    assert len({t.user_attrs[records.WORKER] for t in study.trials}) >= 2
+    shown: list[int] = []
+    for out, err in outputs:
+        assert "locked" not in out + err and "Traceback" not in err
+        assert "lost the database connection" not in err  # not even a retried lock error
+        # Each command shows one combined display of its two workers' trials.
+        shown += [int(n) for n in re.findall(r"^\[w[01]\] trial +(\d+) ", out, flags=re.M)]
+    assert sorted(shown) == list(range(9))  # every trial shown once, by the command that ran it
