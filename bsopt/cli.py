@@ -39,9 +39,12 @@ def _add_study_name(parser: argparse.ArgumentParser, required: bool = True) -> N
 
 def _positive_int(text: str) -> int:
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
 
 
 # --- search -------------------------------------------------------------------------------

@@ -125,7 +125,9 @@ def validate(config: StudyConfig) -> None:
     if not 0 <= config.momentum < 1:
         raise UsageError(f"--momentum must be in [0, 1), got {config.momentum}")
     if not 0 <= config.warmup_epochs <= config.epochs:
-        raise UsageError(f"--warmup-epochs must be between 0 and --epochs, got {config.warmup_epochs}")
+        raise UsageError(
+            f"--warmup-epochs must be between 0 and --epochs, got {config.warmup_epochs}"
+        )
     if 2 ** math.floor(math.log2(config.batch_size_max)) < config.batch_size_min:
         raise UsageError(
             f"--batch-size {config.batch_size_min}:{config.batch_size_max} holds no power of two: "
@@ -141,7 +143,9 @@ def parse_range(text: str, flag: str, kind: type = float) -> tuple[Any, Any]:
     try:
         values = [kind(p) for p in parts]
     except ValueError:
-        raise UsageError(f"{flag} takes MIN:MAX with {kind.__name__} values, got {text!r}") from None
+        raise UsageError(
+            f"{flag} takes MIN:MAX with {kind.__name__} values, got {text!r}"
+        ) from None
     return values[0], values[-1]
 
 

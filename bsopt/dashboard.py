@@ -11,6 +11,7 @@ The pieces are written one by one, so attach from one process at a time.
 from __future__ import annotations
 
 import ipaddress
+import socket
 import sys
 from typing import Any
 
@@ -89,17 +90,35 @@ def dashboard_url(host: str, port: int) -> str:
     return f"http://{host}:{port}/dashboard/"
 
 
+def check_address(host: str, port: int) -> None:
+    """Refuse an address this process cannot listen on now (bad port, in use, unknown host).
+
+    Raises:
+        UsageError: with what to change.
+    """
+    if not 0 < port < 65536:
+        raise UsageError(f"--port must be between 1 and 65535, got {port}")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
+            probe.bind(address)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot listen on {host} port {port} ({exc.strerror or exc}): "
+            "pick another --port or --host"
+        ) from None
+
+
 def open_storage(storage: str | optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:
     """The storage object for a URL (an existing SQLite file only), or ``storage`` itself."""
     if isinstance(storage, optuna.storages.BaseStorage):
         return storage
-    from bsopt.storage import make_storage, resolve_url, sqlite_database_path
+    from bsopt.summaries import open_existing_storage
 
-    url = resolve_url(storage)
-    path = sqlite_database_path(url)
-    if path is not None and not path.is_file():  # do not serve a fresh, empty database
-        raise UsageError(f"no study database at {path}: give the --storage your search used")
-    return make_storage(url, heartbeat=False)
+    return open_existing_storage(storage)  # never serve a fresh, empty database
 
 
 def run_dashboard(
@@ -119,9 +138,13 @@ def run_dashboard(
         port: The port to listen on.
         refresh: Attach freshly computed figures to every bsopt study before serving.
         artifact_store: An Optuna artifact store, so the dashboard can list trial artifacts.
+
+    Raises:
+        UsageError: a missing SQLite file, or an address that cannot be listened on.
     """
     from optuna_dashboard import run_server
 
+    check_address(host, port)  # before the refresh, which can take a while
     storage = open_storage(storage)
     if refresh:
         names = refresh_all(storage)

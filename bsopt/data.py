@@ -65,7 +65,9 @@ def split(x: torch.Tensor, y: torch.Tensor, num_classes: int,
     val_idx, train_idx = order[:n_val], order[n_val:]
     if max_train_samples is not None:
         train_idx = train_idx[:max_train_samples]
-        val_idx = val_idx[: max(1, round(max_train_samples * VALIDATION_FRACTION / (1 - VALIDATION_FRACTION)))]
+        # Keep the validation set in proportion to the smaller training set.
+        n_val = round(max_train_samples * VALIDATION_FRACTION / (1 - VALIDATION_FRACTION))
+        val_idx = val_idx[: max(1, n_val)]
     return TensorData(x[train_idx].contiguous(), y[train_idx].contiguous(),
                       x[val_idx].contiguous(), y[val_idx].contiguous(), num_classes)
 

@@ -115,6 +115,30 @@ class Throughput:
     samples_per_second: float | None
 
 
+@dataclass(frozen=True)
+class LossScale:
+    """How a map colours losses: log10 of the loss when every loss is positive, else the loss.
+
+    On a log scale the corners at chance level (ln 10 = 2.3 for ten classes) no longer take
+    most of the palette, which would leave the valley of good runs, the answer, in one colour.
+    """
+
+    log: bool
+    cmin: float  # colour of the lowest loss
+    cmax: float  # colour of the highest loss
+    tickvals: list[float] | None = None  # colour-bar ticks (colours) ...
+    ticktext: list[str] | None = None  # ... labelled with the losses they stand for
+
+    def colour(self, loss: float) -> float:
+        """The colour value of ``loss``."""
+        return math.log10(loss) if self.log else loss
+
+    def colour_grid(self, rows: list[list[float | None]]) -> list[list[float | None]]:
+        """An interpolated loss grid as colours (5 significant digits, as stored)."""
+        return [[None if v is None else float(f"{self.colour(v):.5g}") for v in row]
+                for row in rows]
+
+
 def finite(value: float | None) -> float | None:
     """``value`` if it is a finite number, else None."""
     return value if value is not None and math.isfinite(value) else None
@@ -291,3 +315,15 @@ def lr_ticks(lrs: Sequence[float]) -> tuple[list[float], list[str]]:
         [math.log10(m) + k for m, k in ticks],
         [str(m) if k == 0 else f"{m}e{k}" for m, k in ticks],
     )
+
+
+def loss_scale(losses: Sequence[float]) -> LossScale:
+    """The colour scale of a map of ``losses`` (finite, at least one), with round ticks."""
+    low, high = min(losses), max(losses)
+    if low <= 0:  # a user's objective may go to zero or below: no log scale
+        return LossScale(False, low, high)
+    ticks = [m * 10.0**k for m, k in log_ticks(losses)]
+    if len(ticks) < 2:  # a range inside one 1-2-5 step: label its ends
+        ticks = [low, high]
+    return LossScale(True, math.log10(low), math.log10(high),
+                     [math.log10(v) for v in ticks], [f"{v:.3g}" for v in ticks])

@@ -97,7 +97,8 @@ class Objective:
         model = self.model_factory(self.data.input_shape, self.data.num_classes).to(self.device)
         trainer = StopFlagTrainer(model, self.data, settings, stop=self.stop)
         series = retry_series(trial)
-        if self.artifact_store is not None and (state := load_checkpoint(self.artifact_store, trial)):
+        state = load_checkpoint(self.artifact_store, trial) if self.artifact_store else None
+        if state is not None:
             trainer.load_state_dict(state)
             trial.set_user_attr(records.RESUMED_FROM_EPOCH, trainer.epoch)
         single = len(self.config.objectives) == 1

@@ -9,8 +9,7 @@ raise on a small or odd study: when the data is missing they say so in an annota
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import optuna
@@ -19,12 +18,13 @@ from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 from bsopt.figure_data import (
+    LossScale,
     Point,
     SurfaceData,
     batch_ticks,
     best_by_batch,
     learning_curves_data,
-    log_ticks,
+    loss_scale,
     lr_ticks,
     scaling_lines,
     surface_data,
@@ -83,49 +83,22 @@ def _hover(p: Point) -> str:
     )
 
 
-@dataclass(frozen=True)
-class _LossColour:
-    """How the map colours a loss, and the colour bar that says so."""
-
-    to_colour: Callable[[float], float]
-    cmin: float
-    cmax: float
-    colorbar: dict[str, Any]
-
-    def grid(self, rows: list[list[float | None]]) -> list[list[float | None]]:
-        """The interpolated losses as colours (5 significant digits, as stored)."""
-        return [[None if v is None else float(f"{self.to_colour(v):.5g}") for v in row]
-                for row in rows]
+def _colorbar(scale: LossScale) -> dict[str, Any]:
+    return dict(title="val loss", tickvals=scale.tickvals, ticktext=scale.ticktext)
 
 
-def _loss_colour(losses: Sequence[float]) -> _LossColour:
-    """A log colour scale when every loss is positive, else a linear one.
-
-    On a log scale the diverged corners (chance level: ln 10 = 2.3 for ten classes) do not
-    take the whole palette and leave the valley of good runs, the answer, in one colour.
-    """
-    if min(losses) <= 0:
-        return _LossColour(float, min(losses), max(losses), dict(title="val loss"))
-    ticks = [m * 10.0**k for m, k in log_ticks(losses)]
-    if len(ticks) < 2:  # a range inside one 1-2-5 step: label its ends
-        ticks = [min(losses), max(losses)]
-    bar = dict(title="val loss", tickvals=[math.log10(v) for v in ticks],
-               ticktext=[f"{v:.3g}" for v in ticks])
-    return _LossColour(math.log10, math.log10(min(losses)), math.log10(max(losses)), bar)
-
-
-def _marker_traces(data: SurfaceData, colour: _LossColour | None, bar: bool) -> list[go.Scatter]:
+def _marker_traces(data: SurfaceData, scale: LossScale | None, bar: bool) -> list[go.Scatter]:
     """The trials on the map: complete ones coloured by loss (with the colour bar if ``bar``),
     pruned and diverged ones as grey crosses."""
     marker: dict[str, Any] = dict(size=9, line=dict(color="white", width=1))
-    if colour is not None:
+    if scale is not None:
         marker.update(
-            color=[colour.to_colour(p.loss) for p in data.complete],
+            color=[scale.colour(p.loss) for p in data.complete],
             colorscale=COLORSCALE,
-            cmin=colour.cmin,
-            cmax=colour.cmax,
+            cmin=scale.cmin,
+            cmax=scale.cmax,
             showscale=bar,
-            colorbar=colour.colorbar,
+            colorbar=_colorbar(scale),
         )
     traces = [
         go.Scatter(
@@ -171,24 +144,24 @@ def loss_surface_figure(records: Sequence[TrialRecord]) -> go.Figure:
     if not points:
         return message_figure(title, "No finished trials yet: nothing to place on the map.")
     fig = go.Figure()
-    colour = _loss_colour([p.loss for p in data.complete]) if data.complete else None
-    if data.grid_z is not None and colour is not None:
+    scale = loss_scale([p.loss for p in data.complete]) if data.complete else None
+    if data.grid_z is not None and scale is not None:
         fig.add_trace(
             go.Contour(
                 x=data.grid_x,
                 y=data.grid_y,
-                z=colour.grid(data.grid_z),
-                zmin=colour.cmin,
-                zmax=colour.cmax,
+                z=scale.colour_grid(data.grid_z),
+                zmin=scale.cmin,
+                zmax=scale.cmax,
                 colorscale=COLORSCALE,
-                colorbar=colour.colorbar,
+                colorbar=_colorbar(scale),
                 hoverinfo="skip",
                 name="interpolated",
             )
         )
     else:
         _note(fig, _NO_SURFACE)
-    for trace in _marker_traces(data, colour, bar=data.grid_z is None):
+    for trace in _marker_traces(data, scale, bar=data.grid_z is None):
         fig.add_trace(trace)
     xaxis, yaxis = _plane_axes(points)
     fig.update_layout(title=title, xaxis=xaxis, yaxis=yaxis, **_LAYOUT)

@@ -201,7 +201,8 @@ def search(config: StudyConfig, explicit: dict[str, Any] | None = None, *,
         model_factory: Builds the user's network from (input shape, number of classes)
             instead of the reference CNN/MLP (one worker only: it must be importable to be
             sent to worker processes).
-        attach_figures: Attach bsopt's figures to the study for optuna-dashboard at the end.
+        attach_figures: Attach bsopt's figures to the study for optuna-dashboard at the end
+            (not after Ctrl-C or SIGTERM).
 
     Raises:
         UsageError: bad input (see ``bsopt.config`` and ``bsopt.study``).
@@ -221,7 +222,7 @@ def search(config: StudyConfig, explicit: dict[str, Any] | None = None, *,
         stop = multiprocessing.get_context("spawn").Event()
         with stop_on_signals(stop):
             interrupted = _run_worker_processes(config, stop, progress, errors)
-    if attach_figures:
+    if attach_figures and not interrupted:  # stopping should be prompt; the next run attaches
         from bsopt.dashboard import attach_figures as attach
 
         attach(study)

@@ -13,7 +13,8 @@ long) is repeated with back-off for up to ``$BSOPT_STORAGE_RETRY_SECONDS`` (120 
 
 RDB storages record heartbeats every ``$BSOPT_HEARTBEAT_SECONDS`` (10 s); a trial whose
 worker died is failed after ``$BSOPT_GRACE_SECONDS`` (30 s) without one and retried
-(``bsopt.worker``). Heartbeats do not pass through the gRPC proxy.
+(``bsopt.worker``). Optuna's heartbeats do not pass through the gRPC proxy; bsopt relays
+its own instead (``bsopt.proxy``).
 """
 
 from __future__ import annotations
@@ -286,20 +287,20 @@ def make_storage(
     Raises:
         UsageError: the URL is malformed or the storage cannot be reached.
     """
-    url = resolve_url(url)
-    scheme = url.split("://", 1)[0] if "://" in url else ""
+    given = resolve_url(url)
+    scheme = given.split("://", 1)[0] if "://" in given else ""
     if scheme == "grpc":
-        return _grpc_storage(url)
+        return _grpc_storage(given)
     if scheme.split("+")[0] not in ("sqlite", "postgresql", "postgres"):
         raise UsageError(
-            f"unsupported storage URL {mask_url(url)!r}: use sqlite:///FILE.db, "
+            f"unsupported storage URL {mask_url(given)!r}: use sqlite:///FILE.db, "
             "postgresql://USER:PASSWORD@HOST/DB or grpc://HOST:PORT"
         )
-    url = sqlalchemy_url(url)
+    url = sqlalchemy_url(given)
     try:
         make_url(url)
     except sqlalchemy.exc.ArgumentError:
-        raise UsageError(f"malformed storage URL {mask_url(url)!r}") from None
+        raise UsageError(f"malformed storage URL {mask_url(given)!r}") from None
     if scheme == "sqlite" and (path := sqlite_database_path(url)) is not None:
         _prepare_sqlite_file(path)
     heartbeat_kwargs: dict[str, Any] = {}
@@ -316,7 +317,7 @@ def make_storage(
             optuna.exceptions.StorageInternalError) as exc:
         reason = str(getattr(exc, "orig", exc) or exc).strip().splitlines()[0]
         raise UsageError(
-            f"cannot reach storage {mask_url(url)}: {reason}; check the URL, or start the "
+            f"cannot reach storage {mask_url(given)}: {reason}; check the URL, or start the "
             "server (see storage/README.md)"
         ) from None
     if scheme == "sqlite":

@@ -9,7 +9,7 @@ import optuna
 
 from bsopt import records
 from bsopt.errors import UsageError
-from bsopt.storage import make_storage
+from bsopt.storage import make_storage, resolve_url, sqlite_database_path
 from bsopt.study import best_trials, state_counts
 
 COUNT_STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
@@ -31,9 +31,20 @@ class StudyListing:
         return [self.counts.get(state, 0) for state in COUNT_STATES]
 
 
+def open_existing_storage(storage_url: str | None) -> optuna.storages.BaseStorage:
+    """The storage at ``storage_url``, refusing an SQLite file that does not exist yet.
+
+    Reading commands must not leave an empty database behind a mistyped path.
+    """
+    path = sqlite_database_path(resolve_url(storage_url))
+    if path is not None and not path.is_file():
+        raise UsageError(f"no study database at {path}: give the --storage your search used")
+    return make_storage(storage_url, heartbeat=False)
+
+
 def open_existing(storage_url: str | None, name: str) -> optuna.Study:
     """Load study ``name`` without changing it (no sampler state, no heartbeat)."""
-    storage = make_storage(storage_url, heartbeat=False)
+    storage = open_existing_storage(storage_url)
     try:
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
@@ -43,7 +54,7 @@ def open_existing(storage_url: str | None, name: str) -> optuna.Study:
 
 def list_studies(storage_url: str | None) -> list[StudyListing]:
     """Every study in the storage with its definition summary and counts by state."""
-    storage = make_storage(storage_url, heartbeat=False)
+    storage = open_existing_storage(storage_url)
     out = []
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)

@@ -22,15 +22,15 @@ from typing import Any
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
-from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages._heartbeat import is_heartbeat_enabled
+from optuna.storages import BaseStorage, GrpcStorageProxy, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from bsopt import records
-from bsopt.storage import call_with_retry
+from bsopt.storage import HEARTBEAT_ENV, HEARTBEAT_SECONDS, call_with_retry, env_seconds
 
 MAX_FAILURES_IN_A_ROW = 3
 MAX_IDLE_POLL_SECONDS = 1.0
+PROXY_BEAT_ATTR = "bsopt:beat"  # trial system attribute: a worker's beats through the proxy
 
 with warnings.catch_warnings():  # "RetryHeartbeatStaleTrialCallback is experimental"
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -52,6 +52,15 @@ def retry_failed_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     _retry(study, trial)
 
 
+def heartbeat_interval(storage: BaseStorage) -> float | None:
+    """Seconds between the storage's Optuna heartbeats; None if it records none.
+
+    (The RDB storage and Optuna's cache in front of it have heartbeats; the gRPC proxy not.)
+    """
+    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    return None if interval is None else float(interval)
+
+
 class TooManyFailures(Exception):
     """Several trials in a row raised an exception: something is wrong, not just unlucky."""
 
@@ -69,17 +78,33 @@ class WorkerResult:
 
 @contextmanager
 def heartbeat(storage: BaseStorage, trial_id: int) -> Iterator[None]:
-    """Record the trial's heartbeat in the background while the block runs."""
-    if not is_heartbeat_enabled(storage):
+    """Record the trial's heartbeat in the background while the block runs.
+
+    Optuna's heartbeats do not pass through the gRPC proxy: behind it, the worker counts
+    up the trial's system attribute ``bsopt:beat`` instead, which ``bsopt storage-proxy``
+    turns into heartbeats (``bsopt.proxy``).
+    """
+    if (beat_every := heartbeat_interval(storage)) is not None:
+        interval = beat_every
+
+        def record(_count: int) -> None:
+            storage.record_heartbeat(trial_id)  # type: ignore[attr-defined]
+    elif isinstance(storage, GrpcStorageProxy):
+        interval = env_seconds(HEARTBEAT_ENV, HEARTBEAT_SECONDS)
+
+        def record(count: int) -> None:
+            storage.set_trial_system_attr(trial_id, PROXY_BEAT_ATTR, count)
+    else:
         yield
         return
-    interval = storage.get_heartbeat_interval()  # type: ignore[attr-defined]
     done = threading.Event()
 
     def beat() -> None:
+        count = 0
         while True:
+            count += 1
             try:
-                storage.record_heartbeat(trial_id)  # type: ignore[attr-defined]
+                record(count)
             except Exception:  # a lost connection: the next beat tries again
                 pass
             if done.wait(interval):
@@ -103,7 +128,7 @@ def claim_trial(study: optuna.Study) -> optuna.Trial | None:
     right after claiming still leaves a trial that goes stale and is retried.
     """
     storage, study_id = study._storage, study._study_id
-    beats = is_heartbeat_enabled(storage)
+    beats = heartbeat_interval(storage) is not None
     for waiting in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
         trial_id = waiting._trial_id
         if beats:
@@ -120,18 +145,20 @@ def claim_trial(study: optuna.Study) -> optuna.Trial | None:
 def running_elsewhere(study: optuna.Study) -> int:
     """Trials that bsopt workers are running now (0 when the storage has no heartbeats).
 
-    Without heartbeats (the gRPC proxy) a dead worker's trial never goes stale, so an idle
-    worker would wait for it forever: it does not wait then.
+    Behind the gRPC proxy the worker cannot tell whether anything fails stale trials (only
+    ``bsopt storage-proxy`` does), so it does not wait for them there.
     """
-    if not is_heartbeat_enabled(study._storage):
+    if heartbeat_interval(study._storage) is None:
         return 0
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     return sum(records.WORKER in t.user_attrs for t in running)
 
 
-def _others_running(study: optuna.Study, trial: optuna.Trial) -> bool:
-    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    return any(t.number != trial.number for t in running)
+def _not_alone(study: optuna.Study, trial: optuna.Trial, first_claim: bool) -> bool:
+    """Whether other workers run this study now, or (at this worker's start) ran it before."""
+    return any(t.number != trial.number and (t.state == TrialState.RUNNING
+                                             or (first_claim and t.state != TrialState.WAITING))
+               for t in study.get_trials(deepcopy=False))
 
 
 def _finish(study: optuna.Study, trial: optuna.Trial, values: Any, state: TrialState,
@@ -165,11 +192,9 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
     result = WorkerResult()
     started = time.monotonic()
     stop = stop or threading.Event()
-    failures_in_a_row, reseeded = 0, False
+    failures_in_a_row, reseeded, claimed = 0, False, 0
     storage = study._storage
-    poll = MAX_IDLE_POLL_SECONDS
-    if is_heartbeat_enabled(storage):
-        poll = min(float(storage.get_heartbeat_interval()), poll)  # type: ignore[attr-defined]
+    poll = min(heartbeat_interval(storage) or MAX_IDLE_POLL_SECONDS, MAX_IDLE_POLL_SECONDS)
     while not stop.is_set():
         if timeout is not None and time.monotonic() - started >= timeout:
             break
@@ -182,11 +207,13 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
                 break
             stop.wait(poll)  # a stale one among them is failed and re-enqueued next round
             continue
-        if not reseeded and _others_running(study, trial):
-            # Workers built their samplers from the same seed: left alone they would
-            # propose the same points. A worker alone keeps the seed (reproducible).
+        if not reseeded and _not_alone(study, trial, first_claim=not claimed):
+            # Every worker, and every run, builds its sampler from the study's seed: left
+            # alone they would propose the same points again. So only a worker that has a
+            # new study to itself keeps the seed (a reproducible run); the others reseed.
             study.sampler.reseed_rng()
             reseeded = True
+        claimed += 1
         trial_started = time.monotonic()
         state, values, error = TrialState.COMPLETE, None, None
         with heartbeat(storage, trial._trial_id):

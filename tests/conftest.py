@@ -128,15 +128,17 @@ def bsopt_process(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
 
     Each runs in a session of its own, so a test can signal it with its worker processes
     (``os.killpg``); whatever is still running at the end of the test is killed.
-    Keyword ``env`` adds environment variables (e.g. short heartbeats).
+    Keyword ``env`` adds environment variables (e.g. short heartbeats). Torch gets one
+    thread per process (``--workers`` processes share out the cores as usual): tests run
+    several commands at once on few cores, where more threads only fight over them.
     """
     started: list[subprocess.Popen] = []
 
     def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         process = subprocess.Popen(
             [sys.executable, "-m", "bsopt", *args], cwd=tmp_path,
-            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, start_new_session=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         )
         started.append(process)
         return process

@@ -47,7 +47,7 @@ def test_help_exits_zero(argv: list[str], capsys: pytest.CaptureFixture[str]) ->
     (["--batch-size=-16:64"], "must be positive"),
     (["--n-trials", "ten"], "expected an integer"),
     (["--n-trials", "0"], "must be positive"),
-    (["--epochs", "-1"], "must be positive"),
+    (["--epochs=-1"], "must be positive"),
     (["--sampler", "grid", "--n-trials", "100", "--grid-lr-points", "2"], "exceeds the grid"),
     (["--frobnicate"], "unrecognized arguments"),
 ])
@@ -130,7 +130,18 @@ def test_search_then_studies_best_export(tmp_path: Path, db: str,
     assert len(optuna.load_study(study_name="s1", storage=db).trials) == 3
 
 
+def test_reading_commands_never_create_a_database(db: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["studies"], ["best", "--study-name", "x"], ["analyze", "--study-name", "x"],
+                 ["export", "--study-name", "x"], ["plots", "--study-name", "x"]):
+        assert main([*argv, "--storage", db]) == 2
+        assert "no study database at" in capsys.readouterr().err
+    assert not Path(db.removeprefix("sqlite:///")).exists()
+
+
 def test_best_and_export_of_a_missing_study(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    main(["search", "--storage", db, "--n-trials", "1", "--timeout", "0.001"])
+    capsys.readouterr()
     assert main(["best", "--storage", db, "--study-name", "nope"]) == 2
     assert "no study named 'nope'" in capsys.readouterr().err
     assert main(["export", "--storage", db, "--study-name", "nope"]) == 2

@@ -3,6 +3,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import socket
 from wsgiref.util import setup_testing_defaults
 
 import optuna
@@ -188,34 +189,42 @@ def served(monkeypatch):
     return calls
 
 
-def test_run_dashboard_refreshes_and_serves(sqlite_url, served, capsys):
+@pytest.fixture
+def port() -> int:
+    """A port no one listens on right now (the dashboard checks it before serving)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_run_dashboard_refreshes_and_serves(sqlite_url, served, port, capsys):
     storage = make_storage(sqlite_url, heartbeat=False)
     study = optuna.load_study(study_name=STUDY, storage=storage)
-    dashboard.run_dashboard(storage, port=8099)
+    dashboard.run_dashboard(storage, port=port)
     out, err = capsys.readouterr()
-    assert served == [(storage, {"host": "127.0.0.1", "port": 8099, "artifact_store": None})]
-    assert "http://127.0.0.1:8099/dashboard/" in out and err == ""
+    assert served == [(storage, {"host": "127.0.0.1", "port": port, "artifact_store": None})]
+    assert f"http://127.0.0.1:{port}/dashboard/" in out and err == ""
     assert len(get_plotly_graph_objects(storage.get_study_system_attrs(study._study_id))) == 6
 
 
-def test_run_dashboard_warns_when_reachable_from_the_network(sqlite_url, served, capsys):
-    dashboard.run_dashboard(sqlite_url, host="0.0.0.0", refresh=False)
+def test_run_dashboard_warns_when_reachable_from_the_network(sqlite_url, served, port, capsys):
+    dashboard.run_dashboard(sqlite_url, host="0.0.0.0", port=port, refresh=False)
     out, err = capsys.readouterr()
-    assert served[0][1]["host"] == "0.0.0.0" and "http://0.0.0.0:8080/dashboard/" in out
+    assert served[0][1]["host"] == "0.0.0.0" and f"http://0.0.0.0:{port}/dashboard/" in out
     assert err.startswith("warning:") and "0.0.0.0" in err and len(err.splitlines()) == 1
 
 
-def test_run_dashboard_opens_a_url_without_refreshing(sqlite_url, served):
-    dashboard.run_dashboard(sqlite_url, refresh=False)
+def test_run_dashboard_opens_a_url_without_refreshing(sqlite_url, served, port):
+    dashboard.run_dashboard(sqlite_url, port=port, refresh=False)
     storage = served[0][0]
     assert isinstance(storage, optuna.storages.BaseStorage)
     study = optuna.load_study(study_name=STUDY, storage=storage)
     assert plot_attrs(storage, study) == {}
 
 
-def test_run_dashboard_refuses_a_missing_sqlite_file(tmp_path, served):
+def test_run_dashboard_refuses_a_missing_sqlite_file(tmp_path, served, port):
     with pytest.raises(UsageError, match="no study database"):
-        dashboard.run_dashboard(f"sqlite:///{tmp_path}/typo.db")
+        dashboard.run_dashboard(f"sqlite:///{tmp_path}/typo.db", port=port)
     assert served == [] and not (tmp_path / "typo.db").exists()
 
 
@@ -232,20 +241,38 @@ def test_cli_plots_attaches_the_figures(planted_url, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["dashboard", "--storage", "sqlite:///{tmp}/typo.db"], "no study database at"),
-        (["dashboard", "--storage", "sqlite:///{tmp}"], "no study database at"),
+        (["dashboard", "--storage", "sqlite:///{tmp}/typo.db", "--port", "{port}"],
+         "no study database at"),
+        (["dashboard", "--storage", "sqlite:///{tmp}", "--port", "{port}"], "no study database at"),
         (["dashboard", "--port", "eighty"], "expected an integer, got 'eighty'"),
+        (["dashboard", "--storage", "sqlite:///{tmp}/s.db", "--port", "70000"],
+         "--port must be between 1 and 65535, got 70000"),
+        (["dashboard", "--storage", "sqlite:///{tmp}/s.db", "--host", "no-such-host.invalid",
+          "--port", "{port}"], "cannot listen on no-such-host.invalid"),
         (["dashboard", "--storage", "sqlite:///{tmp}/s.db", "--host"], "expected one argument"),
         (["plots", "--storage", "sqlite:///{tmp}/s.db", "--study-name", "nope"],
          "no study named 'nope'"),
         (["plots", "--storage", "sqlite:///{tmp}/s.db"], "--study-name"),
     ],
-    ids=["missing-file", "directory", "bad-port", "host-without-value", "no-such-study",
-         "no-study-name"],
+    ids=["missing-file", "directory", "bad-port", "port-out-of-range", "unknown-host",
+         "host-without-value", "no-such-study", "no-study-name"],
 )
-def test_cli_bad_input_is_one_line_exit_2(argv, message, tmp_path, sqlite_url, served, capsys):
+def test_cli_bad_input_is_one_line_exit_2(
+    argv, message, tmp_path, sqlite_url, served, port, capsys
+):
     before = sorted(tmp_path.glob("*.db"))
-    assert main([a.format(tmp=tmp_path) for a in argv]) == 2
+    assert main([a.format(tmp=tmp_path, port=port) for a in argv]) == 2
     out, err = capsys.readouterr()
     assert err.startswith("bsopt: error:") and message in err and err.count("\n") == 1
     assert served == [] and sorted(tmp_path.glob("*.db")) == before  # nothing served or made
+
+
+def test_cli_dashboard_refuses_a_port_in_use(sqlite_url, served, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["dashboard", "--storage", sqlite_url, "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1 port {port}" in err and "--port" in err
+    assert err.count("\n") == 1 and served == []

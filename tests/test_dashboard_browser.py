@@ -21,7 +21,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
+from PIL import Image
+from playwright.sync_api import sync_playwright
+
+from bsopt.config import build_config
+from bsopt.plots import FIGURE_KEYS, study_figures
+from bsopt.search import search
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -51,7 +58,6 @@ DESCRIBE = f"""() => Array.from(document.querySelectorAll('{FIGURE_DIVS}')).map(
     lines: el.querySelectorAll(".scatterlayer path.js-line").length,
     contourFills: new Set(Array.from(el.querySelectorAll(".contourlayer path"))
         .map(p => getComputedStyle(p).fill).filter(f => f && f !== "none")).size,
-    webgl: el.querySelectorAll("canvas").length,
 }}))"""
 
 
@@ -143,8 +149,6 @@ def figures_clip(page: Any, keys: Sequence[str] = ()) -> dict[str, float]:
 @contextmanager
 def chromium() -> Iterator[Any]:
     """Debian's headless chromium through Playwright (never a downloaded browser)."""
-    from playwright.sync_api import sync_playwright
-
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -156,9 +160,6 @@ def chromium() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def searched_study(tmp_path_factory) -> tuple[str, str]:
     """A study made by a real search (tiny: 6 random trials of 2 epochs on 200 digits)."""
-    from bsopt.config import build_config
-    from bsopt.search import search
-
     path = tmp_path_factory.mktemp("browser") / "bsopt.db"
     config, explicit = build_config(None, {
         "storage": f"sqlite:///{path}", "study_name": "browser-digits", "dataset": "digits",
@@ -166,18 +167,13 @@ def searched_study(tmp_path_factory) -> tuple[str, str]:
         "pruner": "none", "batch_size": "16:128", "lr": "1e-4:1e-2", "device": "cpu",
     })
     result = search(config, explicit)  # attaches the figures at the end
-    assert result.counts == {"COMPLETE": 6}
+    assert result.counts.get("COMPLETE") == 6  # no pruner, and no lr high enough to diverge
     return f"sqlite:///{path}", result.study_name
 
 
 @pytest.mark.slow
 @pytest.mark.browser
 def test_the_dashboard_draws_the_bsopt_figures(searched_study, tmp_path):
-    import optuna
-    from PIL import Image
-
-    from bsopt.plots import FIGURE_KEYS, study_figures
-
     storage_url, name = searched_study
     expected = study_figures(optuna.load_study(study_name=name, storage=storage_url))
     log = tmp_path / "dashboard.log"
@@ -214,8 +210,6 @@ def test_the_dashboard_draws_the_bsopt_figures(searched_study, tmp_path):
 
 def write_readme_screenshot(storage_url: str, study_name: str, out: Path) -> None:
     """The README's screenshot: the rows of a study's figures holding README_FIGURES."""
-    from bsopt.plots import FIGURE_KEYS
-
     with dashboard_process(storage_url, out.with_suffix(".log")) as base, chromium() as browser:
         page = open_figures(browser, study_page(base, study_name), list(FIGURE_KEYS))
         page.wait_for_timeout(1000)  # let the 3-D scene finish its first WebGL frame

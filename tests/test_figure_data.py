@@ -221,3 +221,22 @@ def test_best_by_batch_ignores_trials_without_loss():
                TrialRecord(1, "COMPLETE", 32, 0.2, 0.5, val_loss=[0.9, 0.5])]
     (best,) = figure_data.best_by_batch(records)
     assert best.trial == 1 and best.lrs_tried == 1 and not best.lr_at_edge
+
+
+def test_loss_scale_is_logarithmic_with_round_ticks_for_positive_losses():
+    scale = figure_data.loss_scale([0.04, 0.3, 2.3])
+    assert scale.log and (scale.cmin, scale.cmax) == pytest.approx(
+        (math.log10(0.04), math.log10(2.3))
+    )
+    assert scale.ticktext == ["0.05", "0.1", "0.2", "0.5", "1", "2"]
+    assert scale.tickvals == pytest.approx([math.log10(float(t)) for t in scale.ticktext])
+    assert scale.colour(0.1) == pytest.approx(-1.0)
+    assert scale.colour_grid([[0.1, None], [1.0, 0.123456789]]) == [[-1.0, None], [0.0, -0.90849]]
+    # Within one 1-2-5 step: the ends are labelled.
+    assert figure_data.loss_scale([0.21, 0.24]).ticktext == ["0.21", "0.24"]
+
+
+def test_loss_scale_is_linear_when_a_loss_is_not_positive():
+    scale = figure_data.loss_scale([-1.0, 0.0, 3.0])
+    assert not scale.log and (scale.cmin, scale.cmax) == (-1.0, 3.0)
+    assert scale.tickvals is None and scale.colour(-1.0) == -1.0

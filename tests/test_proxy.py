@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Callable
 
 import optuna
@@ -13,6 +14,9 @@ from optuna.trial import TrialState
 
 from bsopt import records
 from bsopt.cli import main
+from bsopt.proxy import HeartbeatRelay
+from bsopt.storage import make_storage
+from bsopt.worker import PROXY_BEAT_ATTR, claim_trial, retry_failed_trial
 
 TIMEOUT = 300  # seconds: only against a hang, never an assertion about speed
 StartBsopt = Callable[..., subprocess.Popen]
@@ -49,6 +53,8 @@ def test_workers_share_a_study_through_the_proxy(postgres_url: str,
     assert len(study.trials) == 6  # the budget holds through the proxy too
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
     assert study.user_attrs[records.CONFIG_ATTR]["n_trials"] == 6
+    # The workers beat through the proxy (Optuna's heartbeats cannot pass it).
+    assert all(t.system_attrs[PROXY_BEAT_ATTR] >= 1 for t in study.trials)
 
     proxy.send_signal(signal.SIGTERM)
     rest, proxy_err = proxy.communicate(timeout=TIMEOUT)
@@ -60,3 +66,32 @@ def test_a_proxy_of_a_proxy_is_refused(capsys: pytest.CaptureFixture[str]) -> No
     assert main(["storage-proxy", "--storage", "grpc://127.0.0.1:13000"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is a proxy already" in err
+
+
+def test_the_relay_fails_the_trial_of_a_worker_that_stopped_beating(sqlite_url: str) -> None:
+    # What reaches the database through the proxy: claims and beats in a system attribute.
+    behind_proxy = optuna.create_study(storage=make_storage(sqlite_url, heartbeat=False),
+                                       study_name="s")
+    behind_proxy.set_user_attr(records.CONFIG_ATTR, {"n_trials": 2})
+    for x in (0.1, 0.2):
+        behind_proxy.enqueue_trial({"x": x})
+    alive, dead = claim_trial(behind_proxy), claim_trial(behind_proxy)
+    assert alive is not None and dead is not None
+    proxied = make_storage(sqlite_url, heartbeat_interval=1, grace_period=1,
+                           stale_trial_callback=retry_failed_trial)
+    relay = HeartbeatRelay(proxied)
+    beats = 0
+    deadline = time.monotonic() + TIMEOUT  # against a hang only
+    while behind_proxy.trials[dead.number].state == TrialState.RUNNING:
+        assert time.monotonic() < deadline
+        beats += 1
+        proxied.set_trial_system_attr(alive._trial_id, PROXY_BEAT_ATTR, beats)
+        if beats == 1:  # the dead worker beat once, then never again
+            proxied.set_trial_system_attr(dead._trial_id, PROXY_BEAT_ATTR, 1)
+        relay.step()
+        time.sleep(0.5)
+    trials = behind_proxy.trials
+    assert trials[alive.number].state == TrialState.RUNNING  # it kept beating
+    assert trials[dead.number].state == TrialState.FAIL
+    (retry,) = trials[2:]  # re-enqueued once, with its parameters
+    assert retry.state == TrialState.WAITING and retry.system_attrs["failed_trial"] == 1

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +16,7 @@ from pathlib import Path
 import optuna
 import pytest
 import sqlalchemy
+import yaml
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import TrialState
@@ -183,3 +189,45 @@ def test_checkpoints_go_to_the_database_for_postgresql_and_beside_sqlite_files(
 @pytest.mark.postgres
 def test_postgresql_checkpoints_default_to_the_database(postgres_url: str) -> None:
     assert isinstance(make_artifact_store(postgres_url), DatabaseArtifactStore)
+
+
+SCRIPT = Path(__file__).resolve().parents[1] / "storage" / "dev-postgres.sh"
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_the_development_script_starts_a_server_bsopt_can_use() -> None:
+    with socket.socket() as probe:  # a free port: the test server keeps 5432
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    home = Path(tempfile.mkdtemp(prefix="bsopt-pg-"))
+    home.chmod(0o755)  # run as root, the script runs the server as the postgres user
+    env = {**os.environ, "BSOPT_PG_DIR": str(home / "data"), "BSOPT_PG_PORT": port}
+    try:
+        started = subprocess.run([str(SCRIPT), "start"], env=env, capture_output=True,
+                                 text=True, timeout=300)
+        assert started.returncode == 0, started.stderr
+        url = started.stdout.strip()
+        assert url == f"postgresql://postgres@127.0.0.1:{port}/bsopt"
+        study = optuna.create_study(storage=make_storage(url), study_name="dev")
+        assert optuna.get_all_study_names(make_storage(url)) == [study.study_name]
+        again = subprocess.run([str(SCRIPT), "start"], env=env, capture_output=True, text=True,
+                               timeout=300)
+        assert again.returncode == 0 and again.stdout.strip() == url  # idempotent
+    finally:
+        subprocess.run([str(SCRIPT), "stop"], env=env, timeout=300)
+        shutil.rmtree(home)
+    stopped = subprocess.run([str(SCRIPT), "status"], env=env, capture_output=True, text=True)
+    assert stopped.returncode == 3 and stopped.stdout.strip() == "stopped"
+
+
+def test_the_compose_file_points_the_dashboard_at_its_database() -> None:
+    compose = yaml.safe_load((SCRIPT.parent / "compose.yaml").read_text())
+    database = compose["services"]["postgres"]["environment"]
+    (dashboard_url,) = compose["services"]["dashboard"]["command"]
+    url = sqlalchemy.engine.make_url(dashboard_url.replace("${BSOPT_DB_PASSWORD:-bsopt}", "pw"))
+    assert (url.username, url.host, url.port, url.database) == (
+        database["POSTGRES_USER"], "postgres", 5432, database["POSTGRES_DB"])
+    assert database["POSTGRES_PASSWORD"] == "${BSOPT_DB_PASSWORD:-bsopt}"
+    assert compose["services"]["dashboard"]["depends_on"]["postgres"]["condition"] == (
+        "service_healthy")

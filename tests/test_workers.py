@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import threading
 from collections.abc import Callable
 
 import optuna
@@ -13,6 +14,8 @@ from optuna.trial import TrialState
 from bsopt import records
 from bsopt.search import threads_per_worker
 from bsopt.space import batch_sizes, grid_lrs
+from bsopt.storage import make_storage
+from bsopt.worker import run_worker
 
 QUICK = ["--dataset", "digits", "--max-train-samples", "200", "--epochs", "2"]
 TIMEOUT = 300  # seconds: only against a hang, never an assertion about speed
@@ -46,6 +49,38 @@ def assert_each_grid_point_once(url: str, name: str) -> None:
     grid = [(b, lr) for b in batch_sizes(16, 64) for lr in grid_lrs(1e-3, 1e-1, 3)]
     assert sorted(points) == sorted(grid)  # every point, none twice, nothing else
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
+
+
+def test_a_worker_that_joins_or_resumes_a_study_does_not_repeat_the_seeds_points(
+        sqlite_url: str) -> None:
+    storage = make_storage(sqlite_url)
+    optuna.create_study(storage=storage, study_name="s")
+    for _ in range(4):
+        optuna.load_study(study_name="s", storage=storage).enqueue_trial({})
+
+    def run(trials: int) -> None:  # a new process: a new sampler from the same seed
+        study = optuna.load_study(study_name="s", storage=storage,
+                                  sampler=optuna.samplers.RandomSampler(seed=0))
+        stop, done = threading.Event(), []
+
+        def objective(trial: optuna.Trial) -> float:
+            done.append(trial.number)
+            if len(done) == trials:
+                stop.set()  # this run ends after this trial
+            return trial.suggest_float("lr", 1e-4, 1, log=True)
+
+        run_worker(study, objective, stop=stop)
+
+    run(2)  # the first run has the new study to itself: the seed's first two points
+    first = [t.params["lr"] for t in optuna.load_study(study_name="s", storage=storage).trials
+             if t.state == TrialState.COMPLETE]
+    expected = optuna.samplers.RandomSampler(seed=0)
+    assert len(first) == 2 and first[0] == pytest.approx(
+        expected.sample_independent(None, None, "lr", optuna.distributions.FloatDistribution(
+            1e-4, 1, log=True)))  # type: ignore[arg-type]
+    run(2)  # the second run resumes it: it must not draw the same two points again
+    values = [t.params["lr"] for t in optuna.load_study(study_name="s", storage=storage).trials]
+    assert len(values) == 4 and len(set(values)) == 4
 
 
 @pytest.mark.slow
