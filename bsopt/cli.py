@@ -122,6 +122,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     for error in result.errors:
         print(f"error: {error}", file=sys.stderr)
     resume = f"bsopt search --storage '{result.storage}' --study-name {result.study_name}"
+    if ":***@" in result.storage:  # the password is never printed
+        resume += " (with your password in place of ***)"
     if result.interrupted:
         print(f"interrupted: {result.budget_left} trials left; resume with: {resume}")
         return 130

@@ -94,6 +94,7 @@ class Objective:
         settings = self.settings(batch_size, lr)
         trial.set_user_attr(records.LR, lr)
         trial.set_user_attr(records.MICRO_BATCH, settings.micro_batch)
+        torch.manual_seed(settings.seed)  # the same initialisation in every trial and process
         model = self.model_factory(self.data.input_shape, self.data.num_classes).to(self.device)
         trainer = StopFlagTrainer(model, self.data, settings, stop=self.stop)
         series = retry_series(trial)

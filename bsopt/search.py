@@ -25,10 +25,10 @@ import torch
 
 from bsopt.checkpoints import make_artifact_store
 from bsopt.config import StudyConfig
-from bsopt.data import load_dataset
+from bsopt.data import TensorData, load_dataset
 from bsopt.objective import ModelFactory, Objective
 from bsopt.storage import make_storage, mask_url, resolve_url
-from bsopt.study import budget_left, open_study, state_counts
+from bsopt.study import budget_left, config_in_force, open_study, state_counts
 from bsopt.worker import TooManyFailures, WorkerResult, retry_failed_trial, run_worker
 
 ProgressCallback = Callable[[dict[str, Any]], None]
@@ -88,16 +88,18 @@ def stop_on_signals(stop: Any, *, worker_process: bool = False) -> Iterator[None
 
 def _run_one_worker(config: StudyConfig, *, stop: Any, progress: ProgressCallback | None,
                     model_factory: ModelFactory | None, worker_name: str,
-                    study: optuna.Study | None = None) -> WorkerResult:
-    """Load the study and data in this process and run one worker on it."""
+                    study: optuna.Study | None = None,
+                    data: TensorData | None = None) -> WorkerResult:
+    """Load the study and data in this process (unless given) and run one worker on it."""
     from bsopt.study import load_study
 
     if study is None:
         storage = make_storage(config.storage, stale_trial_callback=retry_failed_trial)
         study, _ = load_study(storage, config.name)
     device = resolve_device(config.device)
-    data = load_dataset(config.dataset, data_dir=config.data_dir,
-                        max_train_samples=config.max_train_samples, device=device)
+    if data is None:
+        data = load_dataset(config.dataset, data_dir=config.data_dir,
+                            max_train_samples=config.max_train_samples, device=device)
     store = make_artifact_store(resolve_url(config.storage), config.artifact_dir)
     objective = Objective(config, data, device, artifact_store=store, stop=stop,
                           model_factory=model_factory, progress=progress)
@@ -209,6 +211,12 @@ def search(config: StudyConfig, explicit: dict[str, Any] | None = None, *,
         TooManyFailures: trials keep failing.
     """
     storage = make_storage(config.storage, stale_trial_callback=retry_failed_trial)
+    # Load the data the study will train on before anything is written, so a dataset that
+    # is absent or a device that is missing leaves the storage untouched.
+    in_force = config_in_force(config, storage, explicit)
+    data = load_dataset(in_force.dataset, data_dir=in_force.data_dir,
+                        max_train_samples=in_force.max_train_samples,
+                        device=resolve_device(in_force.device))
     study, config = open_study(config, storage, explicit)
     errors: list[str] = []
     if config.workers == 1:
@@ -216,7 +224,7 @@ def search(config: StudyConfig, explicit: dict[str, Any] | None = None, *,
         with stop_on_signals(stop):
             result = _run_one_worker(config, stop=stop, progress=progress,
                                      model_factory=model_factory,
-                                     worker_name=worker_name(0), study=study)
+                                     worker_name=worker_name(0), study=study, data=data)
         interrupted = result.interrupted_trial is not None or stop.is_set()
     else:
         stop = multiprocessing.get_context("spawn").Event()

@@ -89,6 +89,38 @@ def load_study(storage: optuna.storages.BaseStorage, name: str,
     return study, config
 
 
+def config_in_force(config: StudyConfig, storage: optuna.storages.BaseStorage,
+                    explicit: dict[str, Any] | None = None) -> StudyConfig:
+    """The config a run of ``config`` will use, checked, without writing anything.
+
+    For an existing study: its stored definition plus this run's fields, after checking
+    that the explicit fields agree with it. For a new one: ``config`` with its budget set.
+
+    Raises:
+        UsageError: the explicit fields contradict the stored definition, or the budget
+            does not fit the grid.
+    """
+    explicit = explicit or {}
+    stored = _stored_definition(storage, config.name)
+    if stored is not None:
+        fields = differing_fields(stored, {k: v for k, v in explicit.items()
+                                           if k in DEFINITION_FIELDS and k != "study_name"})
+        if fields:
+            raise _refuse_join(config.name, stored, explicit, fields)
+        return config_from_definition(stored, **_run_fields(config))
+    n_trials = config.n_trials or default_n_trials(config)
+    if config.sampler == "grid" and n_trials > len(grid_points(config)):
+        raise UsageError(f"--n-trials {n_trials} exceeds the grid's {len(grid_points(config))} "
+                         "points: lower it or add --grid-lr-points")
+    return config.replace(n_trials=n_trials)
+
+
+def _run_fields(config: StudyConfig) -> dict[str, Any]:
+    return {"storage": config.storage, "timeout": config.timeout, "data_dir": config.data_dir,
+            "device": config.device, "workers": config.workers,
+            "artifact_dir": config.artifact_dir}
+
+
 def open_study(config: StudyConfig, storage: optuna.storages.BaseStorage,
                explicit: dict[str, Any] | None = None) -> tuple[optuna.Study, StudyConfig]:
     """Create the study ``config.name``, or join it if it exists.
@@ -103,30 +135,17 @@ def open_study(config: StudyConfig, storage: optuna.storages.BaseStorage,
         UsageError: the explicit fields contradict the stored definition, or the budget
             does not fit the grid.
     """
-    explicit = explicit or {}
-    run = {"storage": config.storage, "timeout": config.timeout, "data_dir": config.data_dir,
-           "device": config.device, "workers": config.workers,
-           "artifact_dir": config.artifact_dir}
-    stored = _stored_definition(storage, config.name)
-    if stored is not None:
-        fields = differing_fields(stored, {k: v for k, v in explicit.items()
-                                           if k in DEFINITION_FIELDS and k != "study_name"})
-        if fields:
-            raise _refuse_join(config.name, stored, explicit, fields)
-        return load_study(storage, config.name, run)
-    n_trials = config.n_trials or default_n_trials(config)
-    points = grid_points(config)
-    if config.sampler == "grid" and n_trials > len(points):
-        raise UsageError(f"--n-trials {n_trials} exceeds the grid's {len(points)} points: "
-                         "lower it or add --grid-lr-points")
-    config = config.replace(n_trials=n_trials)
+    exists = _stored_definition(storage, config.name) is not None
+    config = config_in_force(config, storage, explicit)
+    if exists:
+        return load_study(storage, config.name, _run_fields(config))
     try:
         study = optuna.create_study(study_name=config.name, storage=storage,
                                     directions=directions(config),
                                     sampler=make_sampler(config), pruner=make_pruner(config))
     except optuna.exceptions.DuplicatedStudyError:  # another worker created it just now
         return open_study(config, storage, explicit)
-    _enqueue_budget(study, config, points)
+    _enqueue_budget(study, config, grid_points(config))
     # Written last: a joiner waits for it, so it never sees a half-made study.
     study.set_user_attr(CONFIG_ATTR, config.definition())
     return study, config

@@ -83,6 +83,15 @@ def test_bad_storage_is_one_line_with_the_password_masked(
     assert "secret" not in err
 
 
+def test_an_absent_dataset_creates_no_study(tmp_path: Path, db: str,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["search", "--storage", db, "--dataset", "mnist", "--data-dir", str(tmp_path / "no")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "could not be downloaded" in err and err.count("\n") == 1
+    assert studies_in(db) == []
+
+
 def test_storage_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     url = f"sqlite:///{tmp_path}/env.db"
