@@ -178,6 +178,9 @@ def measure(backends: tuple[str, ...] = ("sqlite", "postgresql"),
     Returns:
         ``{"budget", "rows": [...]}``, one row per backend, worker count and mode.
     """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for backend in backends:

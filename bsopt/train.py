@@ -107,6 +107,11 @@ class Trainer:
         self.data = data
         self.settings = settings
         self.device = data.train_x.device
+        # oneDNN's convolutions run NHWC natively; NCHW costs a reorder per conv and its
+        # backward (channels_last measured 1.1-1.5x faster per epoch on CPU, BENCHMARKS.md).
+        self.memory_format = (torch.channels_last if self.device.type == "cpu"
+                              and data.train_x.dim() == 4 else torch.contiguous_format)
+        model.to(memory_format=self.memory_format)
         self.optimizer = make_optimizer(settings.optimizer, model.parameters(), settings.lr,
                                         settings.momentum)
         self.generator = torch.Generator(device="cpu").manual_seed(settings.seed)
@@ -142,6 +147,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         params = self._params
         micro, size = self.settings.micro_batch, len(x)
+        x = x.contiguous(memory_format=self.memory_format)  # a no-op for 1-channel images
         # The noise-scale estimator compares micro-batch and batch gradients: it needs two
         # micro-batches or more (a short last batch may have one).
         measure = self.noise is not None and size > micro
@@ -168,7 +174,8 @@ class Trainer:
         loss, correct, n = 0.0, 0, len(self.data.val_x)
         with torch.no_grad():
             for start in range(0, n, EVAL_BATCH):
-                x = self.data.val_x[start:start + EVAL_BATCH]
+                x = self.data.val_x[start:start + EVAL_BATCH].contiguous(
+                    memory_format=self.memory_format)
                 y = self.data.val_y[start:start + EVAL_BATCH]
                 logits = self.model(x)
                 loss += self.loss_fn(logits, y).item()
