@@ -96,6 +96,7 @@ class Objective:
         trial.set_user_attr(records.MICRO_BATCH, settings.micro_batch)
         torch.manual_seed(settings.seed)  # the same initialisation in every trial and process
         model = self.model_factory(self.data.input_shape, self.data.num_classes).to(self.device)
+        trial.set_user_attr(records.PEAK_MEMORY_MB, self._memory_mb(model, settings))
         trainer = StopFlagTrainer(model, self.data, settings, stop=self.stop)
         series = retry_series(trial)
         state = load_checkpoint(self.artifact_store, trial) if self.artifact_store else None
@@ -130,7 +131,23 @@ class Objective:
             return values[self.config.objectives[0]]
         return tuple(values[name] for name in self.config.objectives)  # type: ignore[return-value]
 
+    def _memory_mb(self, model: nn.Module, settings: TrainSettings) -> float:
+        """Peak memory of a step: what one micro-batch needs (accumulation's point).
+
+        On CUDA the allocator's peak is recorded after each epoch instead (``_record``).
+        """
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return 0.0
+        from bsopt.profile import estimate_memory_mb
+
+        return round(estimate_memory_mb(model, self.data.input_shape, settings.micro_batch,
+                                        settings.optimizer), 2)
+
     def _record(self, trial: optuna.Trial, trainer: Trainer) -> None:
+        if self.device.type == "cuda":
+            trial.set_user_attr(records.PEAK_MEMORY_MB,
+                                torch.cuda.max_memory_allocated(self.device) / 2**20)
         curves = trainer.history.as_lists()
         for key in (records.TRAIN_LOSS, records.VAL_LOSS, records.VAL_ACCURACY, records.STEPS):
             trial.set_user_attr(key, curves[key])

@@ -97,6 +97,22 @@ def _step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
     return saved
 
 
+def estimate_memory_mb(model: nn.Module, shape: tuple[int, ...], batch_size: int,
+                       optimizer: str = "adam") -> float:
+    """Peak memory of one training step at ``batch_size``, measured on a copy of ``model``.
+
+    Parameters, gradients and optimizer state plus the tensors autograd saves per example
+    (from steps of one and two examples), so nothing of size ``batch_size`` is allocated.
+    """
+    import copy
+
+    clone = copy.deepcopy(model).cpu()
+    opt = make_optimizer(optimizer, clone.parameters(), 1e-3, 0.9)
+    x, y = torch.randn(2, *shape), torch.zeros(2, dtype=torch.long)
+    one, two = _step(clone, opt, x[:1], y[:1]), _step(clone, opt, x, y)
+    return (_static_bytes(clone, opt) + one + (two - one) * (batch_size - 1)) / MB
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

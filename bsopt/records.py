@@ -35,7 +35,7 @@ CURVES = (TRAIN_LOSS, VAL_LOSS, VAL_ACCURACY, EPOCH_SECONDS, SAMPLES_PER_SECOND,
 LR = "lr"  # the effective learning rate the trial trained with
 MICRO_BATCH = "micro_batch"  # micro-batch size (== batch_size unless accumulating)
 TRAIN_SECONDS = "train_seconds"  # total training seconds (second objective with time)
-PEAK_MEMORY_MB = "peak_memory_mb"
+PEAK_MEMORY_MB = "peak_memory_mb"  # of one step (one micro-batch when accumulating)
 PRUNED_REASON = "pruned_reason"
 FAIL_REASON = "fail_reason"
 RESUMED_FROM_EPOCH = "resumed_from_epoch"

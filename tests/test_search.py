@@ -89,6 +89,18 @@ def test_two_objectives_make_a_pareto_study(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_accumulation_records_the_micro_batch_and_its_smaller_memory(tmp_path: Path) -> None:
+    run(tmp_path, n_trials=4, sampler="grid", grid_lr_points=1, batch_size="16:128",
+        max_micro_batch=32, epochs=1, lr="1e-3:1e-3")
+    trials = {t.params["batch_size"]: t for t in load(tmp_path).trials}
+    assert {b: t.user_attrs[records.MICRO_BATCH] for b, t in trials.items()} == {
+        16: 16, 32: 32, 64: 32, 128: 32}
+    memory = {b: t.user_attrs[records.PEAK_MEMORY_MB] for b, t in trials.items()}
+    assert memory[16] < memory[32] == pytest.approx(memory[64]) == pytest.approx(memory[128])
+    assert all(t.user_attrs[records.SAMPLES_PER_SECOND][0] > 0 for t in trials.values())
+
+
+@pytest.mark.slow
 def test_a_diverging_trial_is_pruned_with_its_reason(tmp_path: Path) -> None:
     run(tmp_path, n_trials=1, sampler="random", optimizer="sgd", lr="1e5:1e6", epochs=2)
     (trial,) = load(tmp_path).trials
