@@ -1,10 +1,12 @@
 """Trial throughput: bsopt's training loop against the seeds' reference loop, side by side.
 
-The reference is the loop of the seeds: a ``DataLoader`` over a ``TensorDataset`` with
-``shuffle=True``, the same CNN (same initial weights), the same data, batch size and
-optimizer (Adam, lr 1e-3, PyTorch defaults), ``zero_grad``/``backward``/``step`` per batch.
-bsopt's loop is :meth:`bsopt.train.Trainer.run_epoch` as a trial runs it (its training part:
-``EpochResult.seconds``; the validation pass is not counted for either).
+The reference is the code of the seeds: the CNN written as they write it (``SeedsNet``:
+``nn.Conv2d``, ``F.max_pool2d``, ``nn.Dropout``, ``nn.Linear``) trained by a ``DataLoader``
+over a ``TensorDataset`` with ``shuffle=True`` and Adam (lr 1e-3, PyTorch defaults),
+``zero_grad``/``backward``/``step`` per batch. bsopt's side is what a trial runs: bsopt's
+CNN (:class:`bsopt.models.SeedCNN`, the same layers and the same initial weights) trained by
+:meth:`bsopt.train.Trainer.run_epoch` (its training part: ``EpochResult.seconds``; the
+validation pass is not counted for either).
 
 The data are ``bsopt.data.load_dataset("synthetic")``: 28x28 single-channel images, as MNIST.
 Every repeat times one epoch of each loop back to back (alternating which goes first) and the
@@ -30,6 +32,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -65,6 +68,24 @@ def step_flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
         nn.functional.cross_entropy(model(x), y).backward()
     model.zero_grad(set_to_none=True)
     return int(counter.get_total_flops())
+
+
+class SeedsNet(nn.Module):
+    """The seeds' CNN as the seeds write it (for 1 x 28 x 28 inputs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3)
+        self.conv2 = nn.Conv2d(32, 64, 3)
+        self.dropout1 = nn.Dropout(0.25)
+        self.fc1 = nn.Linear(9216, 128)
+        self.dropout2 = nn.Dropout(0.5)
+        self.fc2 = nn.Linear(128, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        x = F.relu(self.conv2(F.relu(self.conv1(x))))
+        x = torch.flatten(self.dropout1(F.max_pool2d(x, 2)), 1)
+        return self.fc2(self.dropout2(F.relu(self.fc1(x))))
 
 
 def reference_epoch(model: nn.Module, data: TensorData, batch_size: int, seed: int) -> float:
@@ -103,6 +124,13 @@ def _contiguous(trainer: Trainer) -> None:
     trainer.model.to(memory_format=torch.contiguous_format)
 
 
+def _torch_dropout(trainer: Trainer) -> None:
+    for parent in trainer.model.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, nn.Dropout):
+                setattr(parent, name, nn.Dropout(child.p))
+
+
 def _compiled(trainer: Trainer) -> None:
     trainer.model = torch.compile(trainer.model)
 
@@ -116,6 +144,7 @@ def _with_threads(n: int) -> Callable[[Trainer], None]:
 # name -> how the variant alters a fresh Trainer; timed against bsopt's loop as shipped.
 VARIANTS: dict[str, Callable[[Trainer], None]] = {
     "unfused Adam": _unfused,
+    "nn.Dropout": _torch_dropout,
     "NCHW": _contiguous,
     "1 thread": _with_threads(1),
     "2 threads": _with_threads(2),
@@ -126,6 +155,16 @@ VARIANTS: dict[str, Callable[[Trainer], None]] = {
 def _fresh_model(data: TensorData, seed: int) -> nn.Module:
     torch.manual_seed(seed)
     return build_model("cnn", data.input_shape, data.num_classes)
+
+
+def _seeds_model(data: TensorData, seed: int) -> nn.Module:
+    """The seeds' CNN with the initial weights of ``_fresh_model(data, seed)``."""
+    net = SeedsNet()
+    with torch.no_grad():
+        for mine, theirs in zip(net.parameters(), _fresh_model(data, seed).parameters(),
+                                strict=True):
+            mine.copy_(theirs)
+    return net
 
 
 def measure(batch_sizes: tuple[int, ...] = BATCH_SIZES, *, samples: int = 2048,
@@ -148,13 +187,13 @@ def measure(batch_sizes: tuple[int, ...] = BATCH_SIZES, *, samples: int = 2048,
     # Warm-up: oneDNN builds its kernels per shape on first use; that belongs to no epoch.
     warm = load_dataset("synthetic", max_train_samples=max(batch_sizes))
     for b in batch_sizes:
-        reference_epoch(_fresh_model(warm, 0), warm, b, 0)
+        reference_epoch(_seeds_model(warm, 0), warm, b, 0)
         bsopt_epoch(_fresh_model(warm, 0), warm, b, 0)
     times: dict[tuple[int, str], list[float]] = {}
     for rep in range(repeats):
         for b in batch_sizes:
             loops: list[tuple[str, Callable[[], float]]] = [
-                ("reference", lambda b=b: reference_epoch(_fresh_model(data, rep), data, b, rep)),
+                ("reference", lambda b=b: reference_epoch(_seeds_model(data, rep), data, b, rep)),
                 ("bsopt", lambda b=b: bsopt_epoch(_fresh_model(data, rep), data, b, rep)),
             ]
             for name in chosen:
@@ -234,7 +273,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--matmul-size", type=int, default=2048)
     parser.add_argument("--explore", action="store_true",
-                        help="also time variants: NCHW, unfused Adam, threads, compile")
+                        help="also time variants: NCHW, unfused Adam, nn.Dropout, threads, "
+                        "compile")
     parser.add_argument("--variants", default=None,
                         help=f"comma-separated subset of: {', '.join(VARIANTS)}")
     args = parser.parse_args(argv)
