@@ -63,7 +63,7 @@ def add_search(sub: Any) -> None:
     _add_study_name(p, required=False)
     _add_storage(p)
     p.add_argument("--sampler", help=f"one of {', '.join(cfg.SAMPLERS)} (default tpe)")
-    p.add_argument("--pruner", help=f"one of {', '.join(cfg.PRUNERS)} (default hyperband)")
+    p.add_argument("--pruner", help=f"one of {', '.join(cfg.PRUNERS)} (default batch-asha)")
     p.add_argument("--n-trials", type=_positive_int,
                    help="total budget of complete + pruned trials (default: grid size or 20)")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop this run after")

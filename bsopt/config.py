@@ -17,7 +17,7 @@ from typing import Any
 from bsopt.errors import UsageError
 
 SAMPLERS = ("grid", "random", "tpe", "gp", "cmaes", "qmc")
-PRUNERS = ("median", "asha", "hyperband", "none")
+PRUNERS = ("batch-asha", "batch-median", "median", "asha", "hyperband", "none")
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "synthetic")
 MODELS = ("cnn", "mlp")
 OPTIMIZERS = ("sgd", "adam")
@@ -33,7 +33,7 @@ class StudyConfig:
     # --- definition: stored in the study, identical for every worker ---
     study_name: str | None = None  # None: "<dataset>-<model>"
     sampler: str = "tpe"
-    pruner: str = "hyperband"
+    pruner: str = "batch-asha"
     n_trials: int | None = None  # total budget of complete + pruned trials; None: grid size or 20
     dataset: str = "digits"
     model: str = "cnn"

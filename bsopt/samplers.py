@@ -7,6 +7,7 @@ from collections.abc import Callable
 import optuna
 
 from bsopt.config import StudyConfig
+from bsopt.pruning import batch_asha, batch_median
 from bsopt.space import grid
 
 
@@ -17,8 +18,9 @@ def _grid(config: StudyConfig) -> optuna.samplers.BaseSampler:
 SAMPLERS: dict[str, Callable[[StudyConfig], optuna.samplers.BaseSampler]] = {
     "grid": _grid,
     "random": lambda c: optuna.samplers.RandomSampler(seed=c.seed),
-    # Optuna 5's TPE defaults: multivariate, constant liar (good with parallel workers).
-    "tpe": lambda c: optuna.samplers.TPESampler(seed=c.seed, n_startup_trials=8),
+    # Optuna 5's TPE defaults: multivariate, constant liar (good with parallel workers). Four
+    # random trials before modelling: fewest epochs to the best cell of 3..12 (BENCHMARKS.md).
+    "tpe": lambda c: optuna.samplers.TPESampler(seed=c.seed, n_startup_trials=4),
     "gp": lambda c: optuna.samplers.GPSampler(seed=c.seed),
     "cmaes": lambda c: optuna.samplers.CmaEsSampler(seed=c.seed, warn_independent_sampling=False),
     "qmc": lambda c: optuna.samplers.QMCSampler(
@@ -32,7 +34,10 @@ def _hyperband(config: StudyConfig) -> optuna.pruners.BasePruner:
 
 
 PRUNERS: dict[str, Callable[[StudyConfig], optuna.pruners.BasePruner]] = {
-    # Steps are epochs, so every pruner compares trials after the same amount of data.
+    # Steps are epochs, so every pruner compares trials after the same amount of data; the
+    # batch- pruners compare a trial only with trials of its own batch size (bsopt.pruning).
+    "batch-asha": lambda c: batch_asha(),
+    "batch-median": lambda c: batch_median(),
     "median": lambda c: optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1),
     "asha": lambda c: optuna.pruners.SuccessiveHalvingPruner(min_resource=1),
     "hyperband": _hyperband,

@@ -6,6 +6,7 @@ import optuna
 import pytest
 
 from bsopt.config import PRUNERS, SAMPLERS, StudyConfig
+from bsopt.pruning import BatchSizePruner
 from bsopt.samplers import make_pruner, make_sampler
 from bsopt.space import suggest
 
@@ -15,6 +16,7 @@ EXPECTED_SAMPLERS = {
     "cmaes": optuna.samplers.CmaEsSampler, "qmc": optuna.samplers.QMCSampler,
 }
 EXPECTED_PRUNERS = {
+    "batch-asha": BatchSizePruner, "batch-median": BatchSizePruner,
     "median": optuna.pruners.MedianPruner, "asha": optuna.pruners.SuccessiveHalvingPruner,
     "hyperband": optuna.pruners.HyperbandPruner, "none": optuna.pruners.NopPruner,
 }
