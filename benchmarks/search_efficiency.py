@@ -161,7 +161,7 @@ def _hyperband(table: Table, seed: int) -> optuna.pruners.BasePruner:
 CANDIDATES: dict[str, tuple[SamplerFactory, PrunerFactory]] = {
     "tpe + batch-median": (_bsopt("sampler", sampler="tpe"),
                            _bsopt("pruner", pruner="batch-median")),
-    "tpe + hyperband (bsopt 0.1 default, 8 startup)": (_tpe(8), _hyperband),
+    "tpe (8 startup) + hyperband: bsopt 0.1 default": (_tpe(8), _hyperband),
     "tpe + hyperband": (_bsopt("sampler", sampler="tpe"), _bsopt("pruner", pruner="hyperband")),
     "tpe + median": (_bsopt("sampler", sampler="tpe"), _bsopt("pruner", pruner="median")),
     "tpe + asha": (_bsopt("sampler", sampler="tpe"), _bsopt("pruner", pruner="asha")),

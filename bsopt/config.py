@@ -18,7 +18,9 @@ from bsopt.errors import UsageError
 
 SAMPLERS = ("grid", "random", "tpe", "gp", "cmaes", "qmc")
 PRUNERS = ("batch-asha", "batch-median", "median", "asha", "hyperband", "none")
-DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "synthetic")
+# dataset -> number of classes (chance-level cross-entropy is ln of it: bsopt.pruning)
+NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion-mnist": 10, "cifar10": 10, "synthetic": 10}
+DATASETS = tuple(NUM_CLASSES)
 MODELS = ("cnn", "mlp")
 OPTIMIZERS = ("sgd", "adam")
 DEVICES = ("auto", "cpu", "cuda")

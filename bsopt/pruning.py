@@ -8,13 +8,16 @@ lr of every batch size ranked 1st-3rd among that batch size's lrs from the first
 while the best cell overall ranked 12th of 70 cells after one epoch and 6th after five.
 
 :class:`BatchSizePruner` therefore runs one of Optuna's pruners on a view of the study that
-holds only the trials with the same ``batch_size``, and adds a guard pruner over all trials
-that stops hopeless runs (lr far too high or too low) before their batch size has a
-reference. Optuna does the pruning; bsopt only chooses which trials it compares.
+holds only the trials with the same ``batch_size``, and adds a guard that stops hopeless
+runs (an lr so far off that the network is no better than guessing) before their batch size
+has a reference. The guard is absolute on purpose: a guard relative to the finished trials
+(say their 90th percentile) would again compare a slow-starting large batch with fast small
+ones. Optuna does the pruning; bsopt only chooses which trials it compares.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Container
 from typing import Any
 
@@ -56,43 +59,48 @@ class BatchSizePruner(BasePruner):
     Args:
         inner: The pruner applied within each batch size: an Optuna pruner that reads the
             study through ``study.get_trials`` (``MedianPruner``, ``PercentilePruner``,
-            ``SuccessiveHalvingPruner``; not ``HyperbandPruner``, which builds studies of
-            its own).
+            ``SuccessiveHalvingPruner``). Not ``HyperbandPruner``, which reads the storage
+            itself, nor pruners that read ``study.best_trial`` (``WilcoxonPruner``): they
+            would see every batch size.
         guard: Applied over all trials, whatever their batch size; None for no guard.
 
     Example::
 
         pruner = BatchSizePruner(
             optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
-            guard=optuna.pruners.PercentilePruner(90.0, n_startup_trials=4),
+            guard=optuna.pruners.ThresholdPruner(upper=math.log(10)),
         )
         study = optuna.create_study(pruner=pruner)
     """
 
     def __init__(self, inner: BasePruner, *, guard: BasePruner | None = None) -> None:
+        if isinstance(inner, optuna.pruners.HyperbandPruner):
+            raise TypeError("HyperbandPruner reads the storage itself and would compare "
+                            "every batch size; use SuccessiveHalvingPruner within batch sizes")
         self.inner = inner
         self.guard = guard
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:  # noqa: D102
-        if self.guard is not None and self.guard.prune(study, trial):
-            return True
-        if BATCH_SIZE not in trial.params:
-            return self.inner.prune(study, trial)
-        return self.inner.prune(_SameBatchSize(study, trial.params[BATCH_SIZE]), trial)
+        view = (_SameBatchSize(study, trial.params[BATCH_SIZE]) if BATCH_SIZE in trial.params
+                else study)
+        # The inner pruner first: successive halving records the trial's rung value even
+        # when the guard stops it, so hopeless trials count among their batch size's rivals.
+        pruned = self.inner.prune(view, trial)
+        return (self.guard is not None and self.guard.prune(study, trial)) or pruned
 
 
-def hopeless_guard() -> BasePruner:
-    """Stop a trial worse than 90% of the finished trials at the same epoch (after 4)."""
-    return optuna.pruners.PercentilePruner(90.0, n_startup_trials=4)
+def hopeless_guard(num_classes: int) -> BasePruner:
+    """Stop a trial whose validation loss is no better than guessing: ln(classes)."""
+    return optuna.pruners.ThresholdPruner(upper=math.log(num_classes))
 
 
-def batch_asha() -> BatchSizePruner:
+def batch_asha(num_classes: int = 10) -> BatchSizePruner:
     """Successive halving within each batch size (rungs at 1, 3, 9 epochs) and the guard."""
     inner = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
-    return BatchSizePruner(inner, guard=hopeless_guard())
+    return BatchSizePruner(inner, guard=hopeless_guard(num_classes))
 
 
-def batch_median() -> BatchSizePruner:
+def batch_median(num_classes: int = 10) -> BatchSizePruner:
     """The median of finished trials of the same batch size at each epoch, and the guard."""
     return BatchSizePruner(optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0),
-                           guard=hopeless_guard())
+                           guard=hopeless_guard(num_classes))

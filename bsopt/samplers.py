@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import optuna
 
-from bsopt.config import StudyConfig
+from bsopt.config import NUM_CLASSES, StudyConfig
 from bsopt.pruning import batch_asha, batch_median
 from bsopt.space import grid
 
@@ -36,8 +36,8 @@ def _hyperband(config: StudyConfig) -> optuna.pruners.BasePruner:
 PRUNERS: dict[str, Callable[[StudyConfig], optuna.pruners.BasePruner]] = {
     # Steps are epochs, so every pruner compares trials after the same amount of data; the
     # batch- pruners compare a trial only with trials of its own batch size (bsopt.pruning).
-    "batch-asha": lambda c: batch_asha(),
-    "batch-median": lambda c: batch_median(),
+    "batch-asha": lambda c: batch_asha(NUM_CLASSES[c.dataset]),
+    "batch-median": lambda c: batch_median(NUM_CLASSES[c.dataset]),
     "median": lambda c: optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1),
     "asha": lambda c: optuna.pruners.SuccessiveHalvingPruner(min_resource=1),
     "hyperband": _hyperband,

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from bsopt.config import NUM_CLASSES
 from bsopt.data import load_dataset
 from bsopt.errors import UsageError
 
@@ -36,7 +37,7 @@ def make_mnist_files(root: Path, folder: str, n: int = 120) -> np.ndarray:
 
 def test_digits_is_a_deterministic_split_of_all_1797_images() -> None:
     a, b = load_dataset("digits"), load_dataset("digits")
-    assert a.input_shape == (1, 8, 8) and a.num_classes == 10
+    assert a.input_shape == (1, 8, 8) and a.num_classes == NUM_CLASSES["digits"] == 10
     assert len(a.train_x) + len(a.val_x) == 1797
     assert torch.equal(a.train_y, b.train_y) and torch.equal(a.val_x, b.val_x)
     assert set(a.train_y.tolist()) == set(range(10))
@@ -50,6 +51,7 @@ def test_max_train_samples_limits_the_training_split() -> None:
 
 def test_synthetic_is_28x28_with_ten_learnable_classes() -> None:
     data = load_dataset("synthetic")
+    assert data.num_classes == NUM_CLASSES["synthetic"]
     assert data.input_shape == (1, 28, 28)
     assert len(set(data.train_y.tolist())) == 10
 
@@ -59,6 +61,7 @@ def test_torchvision_datasets_read_idx_files_offline(tmp_path: Path, name: str,
                                                       folder: str) -> None:
     labels = make_mnist_files(tmp_path, folder)
     data = load_dataset(name, data_dir=tmp_path)
+    assert data.num_classes == NUM_CLASSES[name]
     assert data.input_shape == (1, 28, 28)
     assert len(data.train_x) + len(data.val_x) == 120
     assert sorted(torch.cat([data.train_y, data.val_y]).tolist()) == sorted(labels.tolist())

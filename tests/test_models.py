@@ -24,7 +24,6 @@ def test_dropout_keeps_each_element_with_probability_1_minus_p_and_rescales():
     kept = y != 0
     assert abs(kept.float().mean().item() - 0.75) < 0.005
     assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / 0.75))
-    y.sum()  # the mask is not a leaf that needs a gradient
     layer.eval()
     assert torch.equal(layer(x), x)
 
@@ -37,8 +36,10 @@ def test_dropout_gradient_is_the_mask():
     assert torch.equal(x.grad, (y != 0).float() * 2)
 
 
-def test_dropout_edge_probabilities_behave_like_torch():
-    x = torch.randn(100)
+def test_dropout_keeps_the_channels_last_layout_and_edge_probabilities_behave_like_torch():
+    x = torch.randn(4, 8, 6, 6).contiguous(memory_format=torch.channels_last)
+    y = Dropout(0.25)(x)
+    assert y.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(Dropout(0.0)(x), x)
     assert torch.equal(Dropout(1.0)(x), torch.zeros_like(x))
 
@@ -56,6 +57,14 @@ def test_flatten_returns_channels_last_gradient_with_the_same_values():
     (ref * weights).sum().backward()
     assert torch.equal(x_cl.grad, x_ref.grad)
     assert x_cl.grad.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_flatten_of_an_nchw_input_is_torchs_flatten():
+    leaf = torch.randn(2, 3, 4, 4, requires_grad=True)
+    out = Flatten()(leaf * 2)
+    out.add_(1)  # like nn.Flatten's output of a non-leaf, it may be modified in place
+    out.sum().backward()
+    assert torch.equal(leaf.grad, torch.full_like(leaf, 2.0))
 
 
 def test_cnn_gradients_agree_in_both_memory_formats():

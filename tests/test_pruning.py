@@ -68,20 +68,35 @@ def test_a_slow_starting_large_batch_is_compared_with_its_own_batch_size(make):
 @pytest.mark.parametrize("make", [batch_asha, batch_median])
 def test_a_worse_lr_in_the_same_batch_size_is_pruned_early(make):
     study = small_batch_study(make())
-    # Better than any batch-512 trial at every epoch, but worse than every batch-16 trial.
+    # Worse than every finished batch-16 trial at every epoch (but better than guessing).
     pruned_at = run_trial(study, 16, curve(0.40))
     assert pruned_at is not None and pruned_at <= 3
 
 
-def test_the_guard_stops_a_hopeless_trial_before_its_batch_size_has_a_reference():
+def test_the_guard_stops_a_trial_no_better_than_guessing():
     study = small_batch_study(batch_median())
-    # The first batch-64 trial: nothing to compare within; 9.0 is worse than chance level.
+    # The first batch-64 trial: nothing to compare within, but a loss above ln(10) is worse
+    # than guessing among 10 classes.
     trial = ask(study, 64)
-    trial.report(9.0, 1)
+    trial.report(2.4, 1)
     assert trial.should_prune()
     # Without the guard it runs on: its batch size has no finished trial yet.
     study.pruner = BatchSizePruner(optuna.pruners.MedianPruner(n_startup_trials=1))
     assert not trial.should_prune()
+
+
+@pytest.mark.parametrize("make", [batch_asha, batch_median])
+def test_a_slow_large_batch_survives_among_only_good_small_batch_trials(make):
+    # No chance-level trial finished: a guard relative to the finished trials would stop it.
+    study = optuna.create_study(pruner=make())
+    for final in (0.18, 0.16, 0.14, 0.12, 0.10):
+        assert run_trial(study, 16, curve(final)) is None
+    assert run_trial(study, 512, curve(0.05, slow_start=1.0)) is None
+
+
+def test_hyperband_cannot_be_wrapped():
+    with pytest.raises(TypeError, match="SuccessiveHalvingPruner"):
+        BatchSizePruner(optuna.pruners.HyperbandPruner())
 
 
 def test_trials_without_a_batch_size_are_compared_with_all_trials():
