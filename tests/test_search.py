@@ -56,11 +56,13 @@ def test_a_study_trains_prunes_and_records_curves(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_second_run_adds_only_the_missing_trials(tmp_path: Path) -> None:
-    first = run(tmp_path, n_trials=4, sampler="grid", grid_lr_points=2, timeout=0.001)
+    # No pruner: lr 1 would be stopped at chance level, and this test counts completions.
+    grid = {"n_trials": 4, "sampler": "grid", "grid_lr_points": 2, "pruner": "none"}
+    first = run(tmp_path, **grid, timeout=0.001)
     assert first.budget_left >= 3  # the timeout stopped it after at most one trial
-    second = run(tmp_path, n_trials=4, sampler="grid", grid_lr_points=2)
+    second = run(tmp_path, **grid)
     assert second.budget_left == 0
-    third = run(tmp_path, n_trials=4, sampler="grid", grid_lr_points=2)
+    third = run(tmp_path, **grid)
     study = load(tmp_path)
     finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
     assert len(study.trials) == len(finished) == 4  # the third run added nothing
@@ -129,3 +131,17 @@ def test_failing_trials_stop_the_run_and_do_not_use_the_budget(tmp_path: Path) -
     assert states.count(TrialState.WAITING) == 5  # each failure was re-enqueued
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
     assert all("out of memory" in t.user_attrs[records.FAIL_REASON] for t in failed)
+
+
+@pytest.mark.slow
+def test_the_default_pruner_judges_each_trial_within_its_batch_size(tmp_path: Path) -> None:
+    run(tmp_path, sampler="grid", grid_lr_points=4, batch_size="16:32", lr="1e-3:1")
+    study = load(tmp_path)
+    assert study_config(study)["pruner"] == "batch-asha"
+    trials = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert len(trials) == 8  # 2 batch sizes x 4 lrs
+    # lr 1 with Adam leaves the CNN no better than guessing: stopped by the guard.
+    assert all(t.state == TrialState.PRUNED for t in trials if t.params["lr"] == 1.0)
+    assert any(t.state == TrialState.COMPLETE for t in trials)
+    # Successive halving recorded each reported trial at its first rung (epoch 1).
+    assert all("completed_rung_0" in t.system_attrs for t in trials if t.intermediate_values)
