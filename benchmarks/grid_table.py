@@ -6,7 +6,7 @@ training seconds after every epoch. A run whose loss becomes NaN/inf is recorded
 epoch it diverged at, as bsopt's objective prunes it there. ``benchmarks.search_efficiency``
 replays samplers and pruners against this table without training.
 
-Run (about 4 minutes on 2 idle cores of 2026, 10 seeds)::
+Run (10 seeds: 248 s with 2 processes on the 2-core machine of BENCHMARKS.md)::
 
     python -m benchmarks.grid_table            # writes benchmarks/data/digits_grid.json.gz
 """
