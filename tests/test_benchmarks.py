@@ -50,8 +50,10 @@ def test_grid_table_then_replay(tmp_path):
                    for e in summary["epochs"])
 
 
-def test_shipped_table_is_the_full_grid():
-    table = grid_table.load_table()
+@pytest.mark.parametrize("path", [grid_table.DEFAULT_TABLE,
+                                  grid_table.DEFAULT_TABLE.with_name("digits_grid_3seeds.json.gz")])
+def test_shipped_tables_are_full_grids(path):
+    table = grid_table.load_table(path)
     meta = table["meta"]
     assert meta["batch_sizes"] == [8, 16, 32, 64, 128, 256, 512]
     assert len(meta["lrs"]) >= 10 and len(meta["seeds"]) >= 3 and meta["epochs"] >= 10
