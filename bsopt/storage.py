@@ -19,6 +19,7 @@ its own instead (``bsopt.proxy``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -260,9 +261,20 @@ def configure_sqlite_engine(engine: sqlalchemy.engine.Engine) -> None:
 def _prepare_sqlite_file(path: Path) -> None:
     if not path.parent.exists():
         raise UsageError(f"storage directory {path.parent} does not exist: create it first")
-    with sqlite3.connect(path, timeout=60) as connection:
-        # WAL is a property of the file: readers no longer block the writer.
-        connection.execute("PRAGMA journal_mode = WAL")
+    # WAL is a property of the file: readers no longer block the writer. Switching a new
+    # file to it needs the file to itself, which processes started together contend for
+    # (SQLite answers "locked" at once rather than waiting), so try again for a while.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with contextlib.closing(sqlite3.connect(path, timeout=60)) as connection:
+                if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    connection.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(random.uniform(0.05, 0.2))
 
 
 def make_storage(
@@ -325,10 +337,13 @@ def make_storage(
     return storage
 
 
+_CREATION_RACE = ("already exists", "alembic_version", "database is locked")
+
+
 def _create_rdb_storage(url: str, heartbeat_kwargs: dict[str, Any]) -> ResilientRDBStorage:
-    # Workers started together on a new database all create Optuna's tables at once; the
-    # losers of that race fail on a duplicate table or type, and find the tables made by
-    # the winner when they try again.
+    # Workers started together on a new database all create Optuna's tables and stamp its
+    # schema version at once; the losers of that race fail on a duplicate table, type or
+    # version row (or a locked SQLite file), and find the winner's work when they try again.
     for attempt in range(5):
         try:
             with warnings.catch_warnings():  # "heartbeat_interval is experimental"
@@ -337,7 +352,7 @@ def _create_rdb_storage(url: str, heartbeat_kwargs: dict[str, Any]) -> Resilient
                                            **heartbeat_kwargs)
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
                 sqlalchemy.exc.OperationalError) as exc:
-            if attempt == 4 or "already exists" not in str(exc):
+            if attempt == 4 or not any(sign in str(exc) for sign in _CREATION_RACE):
                 raise
             time.sleep(random.uniform(0.1, 0.5))
     raise AssertionError("unreachable")

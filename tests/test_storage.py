@@ -231,3 +231,25 @@ def test_the_compose_file_points_the_dashboard_at_its_database() -> None:
     assert database["POSTGRES_PASSWORD"] == "${BSOPT_DB_PASSWORD:-bsopt}"
     assert compose["services"]["dashboard"]["depends_on"]["postgres"]["condition"] == (
         "service_healthy")
+
+
+def _open_storage(url: str, barrier: object) -> None:
+    barrier.wait()  # type: ignore[attr-defined]
+    make_storage(url, heartbeat=False)
+
+
+@pytest.mark.slow
+def test_processes_opening_a_new_database_at_once_all_succeed(storage_url: str) -> None:
+    # Workers started together on a new database race to create Optuna's tables and to stamp
+    # its schema version; every one of them must come up.
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(8)
+    processes = [context.Process(target=_open_storage, args=(storage_url, barrier))
+                 for _ in range(8)]
+    for p in processes:
+        p.start()
+    for p in processes:
+        p.join(timeout=120)
+    assert [p.exitcode for p in processes] == [0] * 8
