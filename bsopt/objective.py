@@ -23,13 +23,10 @@ from bsopt.data import TensorData
 from bsopt.models import build_model
 from bsopt.space import suggest
 from bsopt.train import Diverged, EpochResult, Trainer, TrainSettings
+from bsopt.worker import Interrupted
 
 ModelFactory = Callable[[tuple[int, int, int], int], nn.Module]
 ProgressCallback = Callable[[dict[str, Any]], None]
-
-
-class Interrupted(Exception):
-    """The worker was asked to stop (Ctrl-C, SIGTERM) in the middle of a trial."""
 
 
 class StopFlagTrainer(Trainer):

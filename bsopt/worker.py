@@ -30,6 +30,14 @@ from bsopt.storage import HEARTBEAT_ENV, HEARTBEAT_SECONDS, call_with_retry, env
 
 MAX_FAILURES_IN_A_ROW = 3
 MAX_IDLE_POLL_SECONDS = 1.0
+
+
+class Interrupted(Exception):
+    """The worker was asked to stop (Ctrl-C, SIGTERM) in the middle of a trial.
+
+    Defined here, not beside the objective that raises it, so that the worker loop does not
+    import torch: an objective that does not train (or a reading command) need not wait.
+    """
 PROXY_BEAT_ATTR = "bsopt:beat"  # trial system attribute: a worker's beats through the proxy
 
 with warnings.catch_warnings():  # "RetryHeartbeatStaleTrialCallback is experimental"
@@ -185,10 +193,6 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
     Raises:
         TooManyFailures: ``MAX_FAILURES_IN_A_ROW`` trials in a row raised an exception.
     """
-    # Imported here: it imports torch, which commands that only read studies (and the
-    # storage proxy) should not wait for.
-    from bsopt.objective import Interrupted
-
     result = WorkerResult()
     started = time.monotonic()
     stop = stop or threading.Event()
