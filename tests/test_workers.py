@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import threading
 from collections.abc import Callable
 
@@ -113,3 +114,19 @@ def test_two_machines_of_two_workers_share_a_grid_in_one_sqlite_file(
         # Each command shows one combined display of its two workers' trials.
         shown += [int(n) for n in re.findall(r"^\[w[01]\] trial +(\d+) ", out, flags=re.M)]
     assert sorted(shown) == list(range(9))  # every trial shown once, by the command that ran it
+
+
+def test_the_worker_loop_does_not_import_torch(tmp_path) -> None:
+    # A worker whose objective does not train (and the storage proxy) should not wait
+    # seconds for torch to import.
+    code = (
+        "import sys, optuna\n"
+        "from bsopt.storage import make_storage\n"
+        "from bsopt.worker import run_worker\n"
+        f"storage = make_storage('sqlite:///{tmp_path}/s.db', heartbeat=False)\n"
+        "study = optuna.create_study(storage=storage, study_name='s')\n"
+        "study.enqueue_trial({})\n"
+        "assert run_worker(study, lambda trial: 1.0).finished == {'COMPLETE': 1}\n"
+        "sys.exit(3 if 'torch' in sys.modules else 0)\n"
+    )
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
