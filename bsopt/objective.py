@@ -29,6 +29,18 @@ ModelFactory = Callable[[tuple[int, int, int], int], nn.Module]
 ProgressCallback = Callable[[dict[str, Any]], None]
 
 
+def _report_missing_epochs(trial: optuna.Trial, trainer: Trainer) -> None:
+    """Report the resumed epochs the trial has no value for.
+
+    A worker saves an epoch's checkpoint before it reports the epoch, so one killed between
+    the two leaves a checkpoint one epoch ahead of the reported curve.
+    """
+    reported = trial.study._storage.get_trial(trial._trial_id).intermediate_values
+    for epoch in trainer.history.epochs:
+        if epoch.epoch not in reported:
+            trial.report(epoch.val_loss, epoch.epoch)
+
+
 class StopFlagTrainer(Trainer):
     """A trainer that stops between optimizer steps once ``stop`` is set."""
 
@@ -97,10 +109,12 @@ class Objective:
         trainer = StopFlagTrainer(model, self.data, settings, stop=self.stop)
         series = retry_series(trial)
         state = load_checkpoint(self.artifact_store, trial) if self.artifact_store else None
+        single = len(self.config.objectives) == 1
         if state is not None:
             trainer.load_state_dict(state)
             trial.set_user_attr(records.RESUMED_FROM_EPOCH, trainer.epoch)
-        single = len(self.config.objectives) == 1
+            if single:
+                _report_missing_epochs(trial, trainer)
         while trainer.epoch < settings.epochs:
             try:
                 result = trainer.run_epoch()

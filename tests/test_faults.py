@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bsopt import records
 from bsopt.artifacts import DatabaseArtifactStore
-from bsopt.checkpoints import CHECKPOINT_ATTR, load_checkpoint, make_artifact_store
+from bsopt.checkpoints import CHECKPOINT_ATTR, load_checkpoint, make_artifact_store, save_checkpoint
 from bsopt.config import build_config
 from bsopt.data import load_dataset
 from bsopt.models import build_model
@@ -222,7 +222,9 @@ def test_workers_finish_the_budget_across_a_postgresql_restart(
         subprocess.run([*control, "start"], check=True, timeout=120)
     out, err = finish(run)
     trials = reader.trials()
-    assert len(trials) == 12  # the whole budget, and not one trial more
+    # The trials' states and the workers' log say what went wrong if this fails.
+    states = [(t.number, t.state.name) for t in trials]
+    assert len(trials) == 12, f"{states}\n{err[-3000:]}"  # the whole budget, not one more
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)  # no FAIL
     points = {(t.params["batch_size"], t.params["lr"]) for t in trials}
     assert len(points) == 12  # three samplers from one seed, yet no point proposed twice
@@ -296,3 +298,33 @@ def test_a_checkpoint_that_would_run_code_is_not_loaded(
     # The payload is real: a full unpickling would have run it.
     torch.load(io.BytesIO(buffer.getvalue()), weights_only=False)
     assert marker.exists()
+
+
+def test_a_checkpoint_ahead_of_the_reported_curve_is_reported_on_resume(
+        sqlite_url: str) -> None:
+    # A worker saves an epoch's checkpoint, then reports the epoch: one killed in between
+    # leaves epoch 2 checkpointed but only epoch 1 reported. The retry reports both.
+    config, _ = build_config(None, {"dataset": "digits", "max_train_samples": 120,
+                                    "epochs": 3, "device": "cpu", "storage": sqlite_url,
+                                    "pruner": "none"})
+    data = load_dataset("digits", max_train_samples=120)
+    store = make_artifact_store(sqlite_url)
+    study = optuna.create_study(storage=make_storage(sqlite_url), study_name="ahead")
+    study.enqueue_trial({"batch_size": 16, "lr": 1e-3})
+    trial = study.ask()
+    objective = Objective(config, data, torch.device("cpu"), artifact_store=store)
+    trainer = Trainer(build_model("cnn", data.input_shape, data.num_classes), data,
+                      objective.settings(16, 1e-3))
+    first, second = trainer.run_epoch(), trainer.run_epoch()
+    trial.report(first.val_loss, 1)
+    save_checkpoint(store, trial, trainer.state_dict(), 2, trial.number)
+    study.tell(trial, state=TrialState.FAIL)  # the dead worker's trial, as the stale check ends it
+    retry_failed_trial(study, study.trials[0])
+
+    retry = study.ask()
+    objective(retry)
+    frozen = study._storage.get_trial(retry._trial_id)
+    assert frozen.params == {"batch_size": 16, "lr": 1e-3}
+    assert list(frozen.intermediate_values) == [1, 2, 3]
+    assert frozen.intermediate_values[2] == pytest.approx(second.val_loss)
+    assert frozen.user_attrs[records.RESUMED_FROM_EPOCH] == 2
