@@ -309,7 +309,8 @@ def test_a_checkpoint_ahead_of_the_reported_curve_is_reported_on_resume(
                                     "pruner": "none"})
     data = load_dataset("digits", max_train_samples=120)
     store = make_artifact_store(sqlite_url)
-    study = optuna.create_study(storage=make_storage(sqlite_url), study_name="ahead")
+    study = optuna.create_study(storage=make_storage(sqlite_url, heartbeat=False),
+                                study_name="ahead")
     study.enqueue_trial({"batch_size": 16, "lr": 1e-3})
     trial = study.ask()
     objective = Objective(config, data, torch.device("cpu"), artifact_store=store)
