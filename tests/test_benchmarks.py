@@ -20,14 +20,14 @@ def finite(value: float) -> bool:
 
 def test_throughput_reports_ratios_and_fraction_of_peak():
     result = throughput.main(["--samples", "48", "--repeats", "2", "--batch-sizes", "16,32",
-                              "--matmul-size", "128", "--variants", "unfused Adam,1 thread"])
+                              "--matmul-size", "128", "--variants", "unfused Adam,nn.Dropout,1 thread"])
     assert [r["batch_size"] for r in result["rows"]] == [16, 32]
     assert finite(result["peak_flops"]) and result["peak_flops"] > 0
     for row in result["rows"]:
         assert finite(row["ratio"]) and row["ratio"] > 0
         assert finite(row["fraction_of_peak"]) and row["fraction_of_peak"] > 0
         assert row["flops_per_example"] > 0
-        assert set(row["variants"]) == {"unfused Adam", "1 thread"}
+        assert set(row["variants"]) == {"unfused Adam", "nn.Dropout", "1 thread"}
     assert "| 16 |" in throughput.format_report(result)
 
 
