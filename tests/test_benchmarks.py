@@ -20,7 +20,8 @@ def finite(value: float) -> bool:
 
 def test_throughput_reports_ratios_and_fraction_of_peak():
     result = throughput.main(["--samples", "48", "--repeats", "2", "--batch-sizes", "16,32",
-                              "--matmul-size", "128", "--variants", "unfused Adam,nn.Dropout,1 thread"])
+                              "--matmul-size", "128",
+                              "--variants", "unfused Adam,nn.Dropout,1 thread"])
     assert [r["batch_size"] for r in result["rows"]] == [16, 32]
     assert finite(result["peak_flops"]) and result["peak_flops"] > 0
     for row in result["rows"]:
