@@ -223,10 +223,16 @@ def test_workers_finish_the_budget_across_a_postgresql_restart(
     out, err = finish(run)
     trials = reader.trials()
     # The trials' states and the workers' log say what went wrong if this fails.
-    states = [(t.number, t.state.name) for t in trials]
-    assert len(trials) == 12, f"{states}\n{err[-3000:]}"  # the whole budget, not one more
-    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)  # no FAIL
-    points = {(t.params["batch_size"], t.params["lr"]) for t in trials}
+    states = [(t.number, t.state.name, t.user_attrs.get(records.FAIL_REASON)) for t in trials]
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(finished) == 12, f"{states}\n{err[-3000:]}"  # the whole budget, not one more
+    # A storage call that fails mid-restart may fail its trial (rarely: 1 run in ~10; the
+    # reason is recorded): the trial is then retried, not lost, and uses no budget.
+    retried = {t.system_attrs.get("failed_trial") for t in finished}
+    assert all(t.number in retried for t in failed), states
+    assert len(failed) <= 1, f"{states}\n{err[-3000:]}"
+    points = {(t.params["batch_size"], t.params["lr"]) for t in finished}
     assert len(points) == 12  # three samplers from one seed, yet no point proposed twice
     assert "lost the database connection" in err  # the workers did meet the outage
     assert "study 'restart'" in out
