@@ -54,14 +54,30 @@ def make_artifact_store(storage_url: str, artifact_dir: str | Path | None = None
     return FileSystemArtifactStore(base)
 
 
+def checkpoint_id(trial: optuna.Trial, series: int, epoch: int) -> str:
+    """The artifact id of the checkpoint of retry series ``series`` after ``epoch``."""
+    study = re.sub(r"[^A-Za-z0-9_.-]", "_", trial.study.study_name)
+    return f"checkpoint-{study}-{series}-epoch{epoch}.pt"
+
+
+def remove_series_checkpoints(store: Any, trial: optuna.Trial, series: int,
+                              epochs: int) -> None:
+    """Delete every checkpoint of the series, including any a killed worker orphaned.
+
+    A worker killed between writing a checkpoint and recording it on the trial leaves an
+    artifact no trial points to; the ids are known, so the finished series removes them all.
+    """
+    for epoch in range(1, epochs + 1):
+        remove_checkpoint(store, {"artifact_id": checkpoint_id(trial, series, epoch)})
+
+
 def save_checkpoint(store: Any, trial: optuna.Trial, state: dict[str, Any], epoch: int,
                     series: int) -> None:
     """Write ``state`` as the checkpoint of ``trial`` after ``epoch`` and drop the older one."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
     buffer.seek(0)
-    study = re.sub(r"[^A-Za-z0-9_.-]", "_", trial.study.study_name)
-    artifact_id = f"checkpoint-{study}-{series}-epoch{epoch}.pt"
+    artifact_id = checkpoint_id(trial, series, epoch)
     store.write(artifact_id, buffer)
     previous = trial.user_attrs.get(CHECKPOINT_ATTR)
     trial.set_user_attr(CHECKPOINT_ATTR, {"artifact_id": artifact_id, "epoch": epoch})

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from bsopt import records
-from bsopt.checkpoints import CHECKPOINT_ATTR, load_checkpoint, remove_checkpoint, save_checkpoint
+from bsopt.checkpoints import load_checkpoint, remove_series_checkpoints, save_checkpoint
 from bsopt.config import StudyConfig
 from bsopt.data import TensorData
 from bsopt.models import build_model
@@ -132,9 +132,9 @@ class Objective:
             if single and trainer.epoch < settings.epochs and trial.should_prune():
                 trial.set_user_attr(records.PRUNED_REASON,
                                     f"pruned by {self.config.pruner} after epoch {result.epoch}")
-                self._clear_checkpoint(trial)
+                self._clear_checkpoints(trial, series)
                 raise optuna.TrialPruned(f"pruned after epoch {result.epoch}")
-        self._clear_checkpoint(trial)
+        self._clear_checkpoints(trial, series)
         final = trainer.history.epochs[-1]
         seconds = sum(e.seconds for e in trainer.history.epochs)
         values = {"loss": final.val_loss, "time": seconds}
@@ -169,9 +169,9 @@ class Objective:
             for key in (records.NOISE_SCALE, records.GRAD_SQ_NORM, records.GRAD_TRACE):
                 trial.set_user_attr(key, curves[key])
 
-    def _clear_checkpoint(self, trial: optuna.Trial) -> None:
+    def _clear_checkpoints(self, trial: optuna.Trial, series: int) -> None:
         if self.artifact_store is not None:
-            remove_checkpoint(self.artifact_store, trial.user_attrs.get(CHECKPOINT_ATTR))
+            remove_series_checkpoints(self.artifact_store, trial, series, self.config.epochs)
 
     def _notify(self, trial: optuna.Trial, batch_size: int, lr: float,
                 result: EpochResult | None, event: str) -> None:

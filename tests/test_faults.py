@@ -23,7 +23,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bsopt import records
 from bsopt.artifacts import DatabaseArtifactStore
-from bsopt.checkpoints import CHECKPOINT_ATTR, load_checkpoint, make_artifact_store, save_checkpoint
+from bsopt.checkpoints import (
+    CHECKPOINT_ATTR,
+    checkpoint_id,
+    load_checkpoint,
+    make_artifact_store,
+    save_checkpoint,
+)
 from bsopt.config import build_config
 from bsopt.data import load_dataset
 from bsopt.models import build_model
@@ -323,7 +329,10 @@ def test_a_checkpoint_ahead_of_the_reported_curve_is_reported_on_resume(
     trainer = Trainer(build_model("cnn", data.input_shape, data.num_classes), data,
                       objective.settings(16, 1e-3))
     first, second = trainer.run_epoch(), trainer.run_epoch()
+    trial.set_user_attr(records.SERIES, trial.number)  # as the objective records it
     trial.report(first.val_loss, 1)
+    # Epoch 1's checkpoint was written but never recorded on the trial: an orphan.
+    store.write(checkpoint_id(trial, trial.number, 1), io.BytesIO(b"orphan"))
     save_checkpoint(store, trial, trainer.state_dict(), 2, trial.number)
     study.tell(trial, state=TrialState.FAIL)  # the dead worker's trial, as the stale check ends it
     retry_failed_trial(study, study.trials[0])
@@ -335,3 +344,4 @@ def test_a_checkpoint_ahead_of_the_reported_curve_is_reported_on_resume(
     assert list(frozen.intermediate_values) == [1, 2, 3]
     assert frozen.intermediate_values[2] == pytest.approx(second.val_loss)
     assert frozen.user_attrs[records.RESUMED_FROM_EPOCH] == 2
+    assert stored_checkpoints(sqlite_url) == []  # the finished series leaves none, orphans too
