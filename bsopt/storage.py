@@ -108,13 +108,20 @@ def is_connection_error(exc: BaseException | None) -> bool:
     """Whether ``exc`` (or what it was raised from) is a lost, refused or busy connection.
 
     Optuna turns SQLAlchemy errors into ``StorageInternalError`` raised from them; psycopg's
-    and sqlite3's connection, shutdown and lock errors are DBAPI ``OperationalError``s.
+    and sqlite3's connection, shutdown and lock errors are DBAPI ``OperationalError``s. A
+    session whose connection died mid-transaction fails its next statement with
+    ``PendingRollbackError`` (Optuna's ``_get_trials`` falls back to a second query on the
+    same session): that is the lost connection too, and Optuna rolls the session back.
     """
-    while exc is not None:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, sqlalchemy.exc.PendingRollbackError):
+            return True
         if isinstance(exc, sqlalchemy.exc.DBAPIError):
             return bool(exc.connection_invalidated) or isinstance(
                 exc, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError))
-        exc = exc.__cause__
+        exc = exc.__cause__ or exc.__context__
     return False
 
 

@@ -253,3 +253,27 @@ def test_processes_opening_a_new_database_at_once_all_succeed(storage_url: str) 
     for p in processes:
         p.join(timeout=120)
     assert [p.exitcode for p in processes] == [0] * 8
+
+
+def _raised(error: BaseException) -> BaseException:
+    """``error`` re-raised as Optuna does: a StorageInternalError from it."""
+    try:
+        try:
+            raise error
+        except Exception as cause:
+            raise optuna.exceptions.StorageInternalError("during the commit") from cause
+    except optuna.exceptions.StorageInternalError as exc:
+        return exc
+
+
+def test_a_session_left_broken_by_a_lost_connection_counts_as_a_lost_connection() -> None:
+    from bsopt.storage import is_connection_error
+
+    lost = sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("server closed"))
+    broken = sqlalchemy.exc.PendingRollbackError("Can't reconnect until invalid transaction "
+                                                 "is rolled back")
+    bad_data = sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("duplicate key"))
+    assert is_connection_error(_raised(lost))
+    assert is_connection_error(_raised(broken))  # seen mid-restart in _get_trials' fallback
+    assert not is_connection_error(_raised(bad_data))
+    assert not is_connection_error(_raised(ValueError("bad value")))
