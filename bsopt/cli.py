@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -121,7 +122,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(best_table(result.best, result.config.objectives))
     for error in result.errors:
         print(f"error: {error}", file=sys.stderr)
-    resume = f"bsopt search --storage '{result.storage}' --study-name {result.study_name}"
+    resume = shlex.join(["bsopt", "search", "--storage", result.storage,
+                         "--study-name", result.study_name])
     if ":***@" in result.storage:  # the password is never printed
         resume += " (with your password in place of ***)"
     if result.interrupted:
@@ -129,7 +131,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         return 130
     if result.budget_left:
         print(f"{result.budget_left} trials of the budget left; continue with: {resume}")
-    print(f"dashboard: bsopt dashboard --storage '{result.storage}'")
+    print(f"dashboard: {shlex.join(['bsopt', 'dashboard', '--storage', result.storage])}")
     return 0
 
 

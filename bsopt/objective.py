@@ -8,6 +8,7 @@ trials after equal data), writes a checkpoint and asks the pruner.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +18,12 @@ import torch
 from torch import nn
 
 from bsopt import records
-from bsopt.checkpoints import load_checkpoint, remove_series_checkpoints, save_checkpoint
+from bsopt.checkpoints import (
+    CheckpointOwner,
+    load_checkpoint,
+    remove_series_checkpoints,
+    save_checkpoint,
+)
 from bsopt.config import StudyConfig
 from bsopt.data import TensorData
 from bsopt.models import build_model
@@ -27,13 +33,15 @@ from bsopt.worker import Interrupted
 
 ModelFactory = Callable[[tuple[int, int, int], int], nn.Module]
 ProgressCallback = Callable[[dict[str, Any]], None]
+logger = logging.getLogger("bsopt.objective")
 
 
 def _report_missing_epochs(trial: optuna.Trial, trainer: Trainer) -> None:
-    """Report the resumed epochs the trial has no value for.
+    """Report the checkpointed epochs the trial has no value for.
 
-    A worker saves an epoch's checkpoint before it reports the epoch, so one killed between
-    the two leaves a checkpoint one epoch ahead of the reported curve.
+    A retry starts with no intermediate values (``bsopt.worker.retry_failed_trial``), so its
+    curve is the checkpoint's, including an epoch that the dead worker checkpointed but was
+    killed before reporting.
     """
     reported = trial.study._storage.get_trial(trial._trial_id).intermediate_values
     for epoch in trainer.history.epochs:
@@ -89,6 +97,7 @@ class Objective:
         self.model_factory = model_factory or (lambda shape, k: build_model(config.model, shape, k))
         self.stop = stop
         self.progress = progress
+        self._uid: str | None = None
 
     def settings(self, batch_size: int, lr: float) -> TrainSettings:
         """How a trial with this batch size and lr trains."""
@@ -103,44 +112,73 @@ class Objective:
         settings = self.settings(batch_size, lr)
         trial.set_user_attr(records.LR, lr)
         trial.set_user_attr(records.MICRO_BATCH, settings.micro_batch)
-        torch.manual_seed(settings.seed)  # the same initialisation in every trial and process
-        model = self.model_factory(self.data.input_shape, self.data.num_classes).to(self.device)
-        trial.set_user_attr(records.PEAK_MEMORY_MB, self._memory_mb(model, settings))
-        trainer = StopFlagTrainer(model, self.data, settings, stop=self.stop)
-        series = retry_series(trial)
-        state = load_checkpoint(self.artifact_store, trial) if self.artifact_store else None
+        trial.set_user_attr(records.TORCH_THREADS, torch.get_num_threads())
+        trainer = self._new_trainer(settings)
+        trial.set_user_attr(records.PEAK_MEMORY_MB, self._memory_mb(trainer.model, settings))
+        owner = CheckpointOwner(self._study_uid(trial), retry_series(trial))
         single = len(self.config.objectives) == 1
-        if state is not None:
-            trainer.load_state_dict(state)
-            trial.set_user_attr(records.RESUMED_FROM_EPOCH, trainer.epoch)
-            if single:
-                _report_missing_epochs(trial, trainer)
+        if self.artifact_store is not None:
+            trainer = self._resume(trial, trainer, owner, settings, single)
         while trainer.epoch < settings.epochs:
             try:
                 result = trainer.run_epoch()
             except Diverged as exc:
                 trial.set_user_attr(records.PRUNED_REASON, f"diverged: {exc}")
                 self._notify(trial, batch_size, lr, None, "diverged")
+                self._clear_checkpoints(owner)
                 raise optuna.TrialPruned(f"diverged: {exc}") from None
             self._record(trial, trainer)
             if self.artifact_store is not None:
-                save_checkpoint(self.artifact_store, trial, trainer.state_dict(), result.epoch,
-                                series)
+                save_checkpoint(self.artifact_store, trial, owner, trainer.state_dict(),
+                                result.epoch)
             if single:
                 trial.report(result.val_loss, result.epoch)
             self._notify(trial, batch_size, lr, result, "epoch")
             if single and trainer.epoch < settings.epochs and trial.should_prune():
                 trial.set_user_attr(records.PRUNED_REASON,
                                     f"pruned by {self.config.pruner} after epoch {result.epoch}")
-                self._clear_checkpoints(trial, series)
+                self._clear_checkpoints(owner)
                 raise optuna.TrialPruned(f"pruned after epoch {result.epoch}")
-        self._clear_checkpoints(trial, series)
+        self._clear_checkpoints(owner)
         final = trainer.history.epochs[-1]
         seconds = sum(e.seconds for e in trainer.history.epochs)
         values = {"loss": final.val_loss, "time": seconds}
         if single:
             return values[self.config.objectives[0]]
         return tuple(values[name] for name in self.config.objectives)  # type: ignore[return-value]
+
+    def _new_trainer(self, settings: TrainSettings) -> StopFlagTrainer:
+        torch.manual_seed(settings.seed)  # the same initialisation in every trial and process
+        model = self.model_factory(self.data.input_shape, self.data.num_classes).to(self.device)
+        return StopFlagTrainer(model, self.data, settings, stop=self.stop)
+
+    def _study_uid(self, trial: optuna.Trial) -> str:
+        if self._uid is None:  # one study per objective: read it once
+            self._uid = records.study_uid(trial.study)
+        return self._uid
+
+    def _resume(self, trial: optuna.Trial, trainer: StopFlagTrainer, owner: CheckpointOwner,
+                settings: TrainSettings, single: bool) -> StopFlagTrainer:
+        """Continue from the series' checkpoint, or train from the start if it is unusable."""
+        state = load_checkpoint(self.artifact_store, trial, owner)
+        if state is None:
+            return trainer
+        try:
+            trainer.load_state_dict(state)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+            # It loaded safely but is not this trainer's state (an older bsopt, another
+            # model): say so once and start over on a fresh trainer, since the failed load
+            # may have changed the model or optimizer half-way.
+            logger.warning("bsopt: trial %d: checkpoint %s does not fit this trial (%s: %s); "
+                           "training from the start", trial.number,
+                           trial.user_attrs.get(records.CHECKPOINT, {}).get("artifact_id"),
+                           type(exc).__name__, exc)
+            return self._new_trainer(settings)
+        trial.set_user_attr(records.RESUMED_FROM_EPOCH, trainer.epoch)
+        self._record(trial, trainer)
+        if single:
+            _report_missing_epochs(trial, trainer)
+        return trainer
 
     def _memory_mb(self, model: nn.Module, settings: TrainSettings) -> float:
         """Peak memory of a step: what one micro-batch needs (accumulation's point).
@@ -169,9 +207,9 @@ class Objective:
             for key in (records.NOISE_SCALE, records.GRAD_SQ_NORM, records.GRAD_TRACE):
                 trial.set_user_attr(key, curves[key])
 
-    def _clear_checkpoints(self, trial: optuna.Trial, series: int) -> None:
+    def _clear_checkpoints(self, owner: CheckpointOwner) -> None:
         if self.artifact_store is not None:
-            remove_series_checkpoints(self.artifact_store, trial, series, self.config.epochs)
+            remove_series_checkpoints(self.artifact_store, owner, self.config.epochs)
 
     def _notify(self, trial: optuna.Trial, batch_size: int, lr: float,
                 result: EpochResult | None, event: str) -> None:

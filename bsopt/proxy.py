@@ -16,18 +16,16 @@ directory. The proxy has no authentication or encryption: serve it on a trusted 
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import threading
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, TextIO
 
 import optuna
 from optuna.trial import TrialState
 
 from bsopt.errors import UsageError
+from bsopt.interrupts import sigterm_as_keyboard_interrupt
 from bsopt.records import CONFIG_ATTR
 from bsopt.storage import make_storage, mask_url, resolve_url
 from bsopt.worker import PROXY_BEAT_ATTR, retry_failed_trial
@@ -104,7 +102,7 @@ def serve_storage_proxy(storage_url: str | None, *, host: str = DEFAULT_HOST,
     relay.start()
     print(f"serving {mask_url(url)} on {host}:{port}; workers use "
           f"--storage grpc://{_public_host(host)}:{port} (Ctrl-C stops)", file=out, flush=True)
-    with _sigterm_as_keyboard_interrupt():
+    with sigterm_as_keyboard_interrupt():
         try:
             # Optuna's cache in front of the database, as its documentation advises.
             optuna.storages.run_grpc_proxy_server(optuna.storages.get_storage(backend),
@@ -120,20 +118,3 @@ def serve_storage_proxy(storage_url: str | None, *, host: str = DEFAULT_HOST,
 
 def _public_host(host: str) -> str:
     return "HOST" if host in ("0.0.0.0", "::", "") else host
-
-
-@contextmanager
-def _sigterm_as_keyboard_interrupt() -> Iterator[None]:
-    """Make SIGTERM stop the server as Ctrl-C does (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(_signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

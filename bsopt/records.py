@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-# Study user attribute holding the study definition (``StudyConfig.definition()``).
+# Study user attributes: the study definition (``StudyConfig.definition()``), written last
+# when a study is created, and the study's unique id (checkpoints are keyed by it).
 CONFIG_ATTR = "bsopt_config"
+UID_ATTR = "bsopt_uid"
 
 # Trial user attributes: per-epoch lists ...
 TRAIN_LOSS = "train_loss"
@@ -41,6 +43,8 @@ FAIL_REASON = "fail_reason"
 RESUMED_FROM_EPOCH = "resumed_from_epoch"
 WORKER = "worker"
 SERIES = "series"  # number of the first trial of a retry series (retries inherit it)
+CHECKPOINT = "checkpoint"  # {"artifact_id": str, "epoch": int} of the latest checkpoint
+TORCH_THREADS = "torch_threads"  # a resume is bit-exact only at the same thread count
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,11 @@ class TrialRecord:
     @property
     def final_val_loss(self) -> float | None:
         return self.val_loss[-1] if self.val_loss else None
+
+
+def study_uid(study: optuna.Study) -> str:
+    """The study's unique id: ``bsopt_uid``, or ``study<id>`` for a study made before uids."""
+    return study.user_attrs.get(UID_ATTR) or f"study{study._study_id}"
 
 
 def effective_lr(trial: FrozenTrial) -> float | None:

@@ -8,15 +8,13 @@ import optuna
 
 from bsopt.config import NUM_CLASSES, StudyConfig
 from bsopt.pruning import batch_asha, batch_median
-from bsopt.space import grid
-
-
-def _grid(config: StudyConfig) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.GridSampler(grid(config), seed=config.seed)
-
 
 SAMPLERS: dict[str, Callable[[StudyConfig], optuna.samplers.BaseSampler]] = {
-    "grid": _grid,
+    # The grid is the budget itself: bsopt enqueues every grid point as a trial with fixed
+    # parameters (bsopt.study), so the sampler is never asked for them. Optuna's GridSampler
+    # would read every trial after each one, pick points of its own for trials without a
+    # grid id, and fail on a one-point grid; a trial added by hand gets a random point.
+    "grid": lambda c: optuna.samplers.RandomSampler(seed=c.seed),
     "random": lambda c: optuna.samplers.RandomSampler(seed=c.seed),
     # Optuna 5's TPE defaults: multivariate, constant liar (good with parallel workers). Four
     # random trials before modelling: fewest epochs to the best cell of 3..12 (BENCHMARKS.md).

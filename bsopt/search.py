@@ -15,8 +15,7 @@ import queue
 import signal
 import threading
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +25,7 @@ import torch
 from bsopt.checkpoints import make_artifact_store
 from bsopt.config import StudyConfig
 from bsopt.data import TensorData, load_dataset
+from bsopt.interrupts import stop_on_signals
 from bsopt.objective import ModelFactory, Objective
 from bsopt.storage import make_storage, mask_url, resolve_url
 from bsopt.study import budget_left, config_in_force, open_study, state_counts
@@ -57,33 +57,6 @@ def resolve_device(name: str) -> torch.device:
 
         raise UsageError("--device cuda but no CUDA device is available: use --device cpu")
     return torch.device(name)
-
-
-@contextmanager
-def stop_on_signals(stop: Any, *, worker_process: bool = False) -> Iterator[None]:
-    """Set ``stop`` on the first Ctrl-C or SIGTERM; a second Ctrl-C aborts at once.
-
-    A worker process started by ``--workers`` ignores Ctrl-C, which a terminal sends to it
-    too: the process that started it sets ``stop`` for every worker, and a second Ctrl-C
-    aborts that process only, while the workers still end their trials cleanly.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, _frame: Any) -> None:
-        if signum == signal.SIGINT and worker_process:
-            return
-        if stop.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        stop.set()
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 def _run_one_worker(config: StudyConfig, *, stop: Any, progress: ProgressCallback | None,

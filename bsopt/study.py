@@ -1,17 +1,27 @@
 """Create, join and resume a study; its definition and budget live in the study itself.
 
-A new study stores its definition (``StudyConfig.definition()``) as the study user attribute
-``bsopt_config`` and enqueues its whole budget as WAITING trials: one per grid point for the
-grid sampler, otherwise empty ones that the sampler fills in when a worker claims them.
-Claiming a WAITING trial is atomic in every Optuna storage, so N workers on a budget of T
-finish exactly T trials between them, and every grid point is evaluated once. A failed trial
-is re-enqueued (``bsopt.worker``), so failures do not use the budget.
+A new study enqueues its whole budget as WAITING trials: one per grid point for the grid
+sampler, otherwise empty ones that the sampler fills in when a worker claims them. Claiming a
+WAITING trial is atomic in every Optuna storage, so N workers on a budget of T finish exactly
+T trials between them, and every grid point is evaluated once. A failed trial is re-enqueued
+(``bsopt.worker``), so failures do not use the budget.
+
+Creating a study is all or nothing. The creator writes a unique id and a progress counter
+(``bsopt_creating``) first, then the budget, and the definition (``StudyConfig.definition()``
+as the study user attribute ``bsopt_config``) last: a joiner waits for the definition and
+never sees a half-made study. Ctrl-C or SIGTERM while the budget is enqueued deletes the
+half-made study; a creator that died (kill -9) stops counting, and the next command to open
+the study deletes what it left and creates it afresh.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import math
 import random
 import time
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -20,12 +30,17 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bsopt.config import DEFINITION_FIELDS, StudyConfig, config_from_definition
 from bsopt.errors import UsageError
-from bsopt.records import CONFIG_ATTR
+from bsopt.interrupts import sigterm_as_keyboard_interrupt
+from bsopt.records import CONFIG_ATTR, UID_ATTR
 from bsopt.samplers import make_pruner, make_sampler
 from bsopt.space import default_n_trials, grid_points
 
 BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
-CREATION_WAIT_SECONDS = 30  # a joiner waits this long for a creator to store the definition
+CREATING_ATTR = "bsopt_creating"  # study user attribute: the creator's progress counter
+CREATION_STALL_SECONDS = 15.0  # a creator whose counter stands still this long has died
+FOREIGN_WAIT_SECONDS = 5.0  # how long a study without any bsopt mark may be a creator's
+PROGRESS_EVERY_SECONDS = 0.5  # how often the creator moves its counter
+logger = logging.getLogger("bsopt.study")
 
 
 def directions(config: StudyConfig) -> list[str]:
@@ -34,24 +49,44 @@ def directions(config: StudyConfig) -> list[str]:
 
 
 def _stored_definition(storage: optuna.storages.BaseStorage, name: str) -> dict[str, Any] | None:
-    """The definition stored in study ``name``; None if there is no such study.
+    """The definition stored in study ``name``; None if there is no such study (any more).
+
+    Waits while another process creates the study. A half-made study whose creator died
+    is deleted, so that the caller creates it afresh.
 
     Raises:
         UsageError: the study exists but was not made by bsopt.
     """
-    try:
-        study_id = storage.get_study_id_from_name(name)
-    except KeyError:
-        return None
-    deadline = time.monotonic() + CREATION_WAIT_SECONDS
-    while (definition := storage.get_study_user_attrs(study_id).get(CONFIG_ATTR)) is None:
-        if time.monotonic() > deadline:
+    seen: Any = None
+    since = time.monotonic()
+    while True:
+        try:
+            study_id = storage.get_study_id_from_name(name)
+        except KeyError:
+            return None
+        attrs = storage.get_study_user_attrs(study_id)
+        if (definition := attrs.get(CONFIG_ATTR)) is not None:
+            return definition
+        counter = attrs.get(CREATING_ATTR)
+        if counter != seen:  # the creator is alive: it moved its counter
+            seen, since = counter, time.monotonic()
+        waited = time.monotonic() - since
+        trials = storage.get_all_trials(study_id, deepcopy=False)
+        untouched = all(t.state == TrialState.WAITING for t in trials)
+        if counter is None and (not untouched or waited > FOREIGN_WAIT_SECONDS):
             raise UsageError(
                 f"study {name!r} exists but has no bsopt definition (made by another tool?): "
                 "pick another --study-name"
             )
-        time.sleep(0.5)  # another worker is creating it right now
-    return definition
+        if counter is not None and waited > CREATION_STALL_SECONDS and untouched:
+            logger.warning("bsopt: study %r was left half-made by a creator that stopped; "
+                           "creating it afresh", name)
+            try:
+                storage.delete_study(study_id)
+            except KeyError:  # another process deleted it first
+                pass
+            return None
+        time.sleep(0.2)
 
 
 def differing_fields(stored: dict[str, Any], explicit: dict[str, Any]) -> list[str]:
@@ -139,27 +174,43 @@ def open_study(config: StudyConfig, storage: optuna.storages.BaseStorage,
     config = config_in_force(config, storage, explicit)
     if exists:
         return load_study(storage, config.name, _run_fields(config))
-    try:
-        study = optuna.create_study(study_name=config.name, storage=storage,
-                                    directions=directions(config),
-                                    sampler=make_sampler(config), pruner=make_pruner(config))
-    except optuna.exceptions.DuplicatedStudyError:  # another worker created it just now
-        return open_study(config, storage, explicit)
-    _enqueue_budget(study, config, grid_points(config))
-    # Written last: a joiner waits for it, so it never sees a half-made study.
-    study.set_user_attr(CONFIG_ATTR, config.definition())
+    with sigterm_as_keyboard_interrupt():
+        try:
+            study = optuna.create_study(study_name=config.name, storage=storage,
+                                        directions=directions(config),
+                                        sampler=make_sampler(config), pruner=make_pruner(config))
+        except optuna.exceptions.DuplicatedStudyError:  # another worker created it just now
+            return open_study(config, storage, explicit)
+        try:
+            study.set_user_attr(CREATING_ATTR, 0)  # first: this study is bsopt's, being made
+            study.set_user_attr(UID_ATTR, uuid.uuid4().hex)
+            _enqueue_budget(study, config, grid_points(config))
+            # Written last: a joiner waits for it, so it never sees a half-made study.
+            study.set_user_attr(CONFIG_ATTR, config.definition())
+        except BaseException:
+            # Ctrl-C, SIGTERM or a storage that gave up: take back the half-made study, so
+            # that the same command creates it whole next time.
+            with contextlib.suppress(Exception):
+                storage.delete_study(study._study_id)
+            raise
     return study, config
 
 
 def _enqueue_budget(study: optuna.Study, config: StudyConfig,
                     points: list[dict[str, Any]]) -> None:
+    """Enqueue the budget, moving the creation counter so joiners know the creator lives."""
     assert config.n_trials is not None
     if config.sampler == "grid":
         # A random order (seeded): a run stopped early still covers the whole grid roughly.
         chosen = random.Random(config.seed).sample(points, config.n_trials)
     else:
         chosen = [{} for _ in range(config.n_trials)]
+    counter, moved = 0, -math.inf
     for params in chosen:
+        if time.monotonic() - moved >= PROGRESS_EVERY_SECONDS:
+            counter += 1
+            study.set_user_attr(CREATING_ATTR, counter)
+            moved = time.monotonic()
         study.enqueue_trial(params, skip_if_exists=False)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
-from optuna.storages import BaseStorage, GrpcStorageProxy, RetryHeartbeatStaleTrialCallback
+from optuna.storages import BaseStorage, GrpcStorageProxy
 from optuna.trial import FrozenTrial, TrialState
 
 from bsopt import records
@@ -40,10 +40,10 @@ class Interrupted(Exception):
     """
 PROXY_BEAT_ATTR = "bsopt:beat"  # trial system attribute: a worker's beats through the proxy
 
-with warnings.catch_warnings():  # "RetryHeartbeatStaleTrialCallback is experimental"
-    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-    # Copies params, user attributes (so the checkpoint) and intermediate values.
-    _retry = RetryHeartbeatStaleTrialCallback(max_retry=None, inherit_intermediate_values=True)
+# What a retry keeps of the trial it retries: which series it continues and where that
+# series' checkpoint is. Curves, reasons and the rest are the new attempt's to write: a
+# retry that restarts from scratch must not show the old attempt's fail_reason or curve.
+INHERITED_USER_ATTRS = (records.SERIES, records.CHECKPOINT)
 
 
 def retry_failed_trial(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -51,13 +51,24 @@ def retry_failed_trial(study: optuna.Study, trial: FrozenTrial) -> None:
 
     Failures do not use the budget. Used as the storage's stale-trial callback and after a
     trial fails in this worker; a trial already retried (two workers both saw it fail)
-    is not enqueued twice.
+    is not enqueued twice. The retry has the same parameters, and Optuna's retry
+    bookkeeping (``failed_trial``, ``retry_history`` system attributes, as
+    ``RetryHeartbeatStaleTrialCallback`` writes them), but no intermediate values: the
+    objective reports the checkpointed epochs again, and none if it starts over.
     """
     for other in study.get_trials(deepcopy=False):
         history = other.system_attrs.get("retry_history") or [None]
         if history[-1] == trial.number:
             return
-    _retry(study, trial)
+    system_attrs = {"failed_trial": trial.number, "retry_history": [],
+                    **{k: v for k, v in trial.system_attrs.items() if k != PROXY_BEAT_ATTR}}
+    system_attrs["retry_history"] = [*system_attrs["retry_history"], trial.number]
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+        user_attrs={k: trial.user_attrs[k] for k in INHERITED_USER_ATTRS
+                    if k in trial.user_attrs},
+        system_attrs=system_attrs,
+    ))
 
 
 def heartbeat_interval(storage: BaseStorage) -> float | None:

@@ -24,8 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from bsopt import records
 from bsopt.artifacts import DatabaseArtifactStore
 from bsopt.checkpoints import (
-    CHECKPOINT_ATTR,
-    checkpoint_id,
+    CheckpointOwner,
     load_checkpoint,
     make_artifact_store,
     save_checkpoint,
@@ -73,10 +72,15 @@ class Reader:
             return []
         return self.storage.get_all_trials(study_id)
 
+    def owner(self, trial: FrozenTrial) -> CheckpointOwner:
+        """Whose checkpoints ``trial``'s are (its study's uid and its retry series)."""
+        study = optuna.load_study(study_name=self.name, storage=self.storage)
+        return CheckpointOwner(records.study_uid(study), trial.user_attrs[records.SERIES])
+
     def running_with_checkpoint(self) -> FrozenTrial | None:
         """A RUNNING trial that has finished at least one epoch (its checkpoint is in)."""
         return next((t for t in self.trials()
-                     if t.state == TrialState.RUNNING and CHECKPOINT_ATTR in t.user_attrs),
+                     if t.state == TrialState.RUNNING and records.CHECKPOINT in t.user_attrs),
                     None)
 
 
@@ -126,9 +130,9 @@ def test_a_killed_workers_trial_is_retried_and_resumes_from_its_checkpoint(
     victim.communicate()
     (killed,) = reader.trials()
     assert killed.state == TrialState.RUNNING  # killed in the middle of the trial
-    epoch = killed.user_attrs[CHECKPOINT_ATTR]["epoch"]
+    epoch = killed.user_attrs[records.CHECKPOINT]["epoch"]
     assert 1 <= epoch < EPOCHS
-    checkpoint = load_checkpoint(make_artifact_store(storage_url), killed)
+    checkpoint = load_checkpoint(make_artifact_store(storage_url), killed, reader.owner(killed))
     assert checkpoint is not None and len(checkpoint["history"]) == epoch
 
     # A live worker joins with nothing but the storage and the study's name.
@@ -178,7 +182,7 @@ def stop_a_run(sqlite_url: str, bsopt_process: StartBsopt,
     assert sorted(t.system_attrs["failed_trial"] for t in retries) == sorted(
         t.number for t in stopped)  # each stopped trial re-enqueued, once
     (retry,) = [t for t in retries if t.system_attrs["failed_trial"] == seen.number]
-    assert retry.user_attrs[CHECKPOINT_ATTR]["epoch"] >= 1
+    assert retry.user_attrs[records.CHECKPOINT]["epoch"] >= 1
     return command, seen
 
 
@@ -302,9 +306,9 @@ def test_a_checkpoint_that_would_run_code_is_not_loaded(
     store.write("evil.pt", io.BytesIO(buffer.getvalue()))
     study = optuna.create_study(storage=make_storage(sqlite_url, heartbeat=False))
     trial = study.ask()
-    trial.set_user_attr(CHECKPOINT_ATTR, {"artifact_id": "evil.pt", "epoch": 3})
+    trial.set_user_attr(records.CHECKPOINT, {"artifact_id": "evil.pt", "epoch": 3})
     with caplog.at_level(logging.WARNING, logger="bsopt.checkpoints"):
-        assert load_checkpoint(store, trial) is None  # the trial starts over instead
+        assert load_checkpoint(store, trial, CheckpointOwner("study1", 0)) is None
     assert "cannot be loaded safely" in caplog.text
     assert not marker.exists()
     # The payload is real: a full unpickling would have run it.
@@ -331,9 +335,10 @@ def test_a_checkpoint_ahead_of_the_reported_curve_is_reported_on_resume(
     first, second = trainer.run_epoch(), trainer.run_epoch()
     trial.set_user_attr(records.SERIES, trial.number)  # as the objective records it
     trial.report(first.val_loss, 1)
+    owner = CheckpointOwner(records.study_uid(study), trial.number)
     # Epoch 1's checkpoint was written but never recorded on the trial: an orphan.
-    store.write(checkpoint_id(trial, trial.number, 1), io.BytesIO(b"orphan"))
-    save_checkpoint(store, trial, trainer.state_dict(), 2, trial.number)
+    store.write(owner.artifact_id(1), io.BytesIO(b"orphan"))
+    save_checkpoint(store, trial, owner, trainer.state_dict(), 2)
     study.tell(trial, state=TrialState.FAIL)  # the dead worker's trial, as the stale check ends it
     retry_failed_trial(study, study.trials[0])
 
