@@ -1,10 +1,11 @@
 """Build the tabular benchmark: every (batch size, lr, seed) on digits, with per-epoch curves.
 
-Each cell trains bsopt's own :class:`~bsopt.train.Trainer` (the seeds' CNN, Adam) for a fixed
-number of epochs and records the validation loss, training loss, validation accuracy and
-training seconds after every epoch. A run whose loss becomes NaN/inf is recorded up to the
-epoch it diverged at, as bsopt's objective prunes it there. ``benchmarks.search_efficiency``
-replays samplers and pruners against this table without training.
+Each cell trains bsopt's own :class:`~bsopt.training.trainer.Trainer` (the reference CNN,
+Adam) for a fixed number of epochs and records the validation loss, training loss,
+validation accuracy and training seconds after every epoch. A run whose loss becomes NaN/inf
+is recorded up to the epoch it diverged at, as bsopt's objective prunes it there.
+``benchmarks.search_efficiency`` replays samplers and pruners against this table without
+training.
 
 Run (10 seeds: 248 s with 2 processes on the 2-core machine of BENCHMARKS.md)::
 
@@ -41,7 +42,7 @@ def _init_worker(threads: int) -> None:
 
 @functools.lru_cache(maxsize=2)
 def _dataset(name: str, max_train_samples: int | None) -> Any:
-    from bsopt.data import load_dataset
+    from bsopt.training.data import load_dataset
 
     return load_dataset(name, max_train_samples=max_train_samples)
 
@@ -50,8 +51,8 @@ def train_cell(task: dict[str, Any]) -> dict[str, Any]:
     """Train one (batch size, lr, seed) cell and return its curves."""
     import torch
 
-    from bsopt.models import build_model
-    from bsopt.train import Diverged, Trainer, TrainSettings
+    from bsopt.training.models import build_model
+    from bsopt.training.trainer import Diverged, Trainer, TrainSettings
 
     data = _dataset(task["dataset"], task["max_train_samples"])
     torch.manual_seed(task["seed"])  # the initialisation differs by seed, as in a study
@@ -117,14 +118,14 @@ def build_table(*, dataset: str = "digits", model: str = "cnn", optimizer: str =
             pool.close()
             pool.join()
     runs.sort(key=lambda r: (r["batch_size"], r["lr"], r["seed"]))
-    from bsopt.data import load_dataset
+    from bsopt.training.data import load_dataset
 
     data = load_dataset(dataset, max_train_samples=max_train_samples)
     meta = {
         "dataset": dataset, "model": model, "optimizer": optimizer, "epochs": epochs,
         "batch_sizes": batch_sizes, "lrs": lrs, "seeds": list(range(seeds)),
         "train_samples": len(data.train_x), "val_samples": len(data.val_x),
-        "objective": "validation loss after each epoch (bsopt.train.Trainer)",
+        "objective": "validation loss after each epoch (bsopt.training.trainer.Trainer)",
         "workers": workers, "threads_per_worker": threads,
         "seconds": round(time.perf_counter() - started, 1),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -1,14 +1,15 @@
-"""Trial throughput: bsopt's training loop against the seeds' reference loop, side by side.
+"""Trial throughput: bsopt's training loop against the articles' plain PyTorch loop, side by side.
 
-The reference is the code of the seeds: the CNN written as they write it (``SeedsNet``:
+The reference is the reference CNN as the articles bsopt follows write it (``ArticlesNet``:
 ``nn.Conv2d``, ``F.max_pool2d``, ``nn.Dropout``, ``nn.Linear``) trained by a ``DataLoader``
 over a ``TensorDataset`` with ``shuffle=True`` and Adam (lr 1e-3, PyTorch defaults),
 ``zero_grad``/``backward``/``step`` per batch. bsopt's side is what a trial runs: bsopt's
-CNN (:class:`bsopt.models.SeedCNN`, the same layers and the same initial weights) trained by
-:meth:`bsopt.train.Trainer.run_epoch` (its training part: ``EpochResult.seconds``; the
-validation pass is not counted for either).
+CNN (:class:`bsopt.training.models.ReferenceCNN`, the same layers and initial weights)
+trained by :meth:`bsopt.training.trainer.Trainer.run_epoch` (its training part:
+``EpochResult.seconds``; the validation pass is not counted for either).
 
-The data are ``bsopt.data.load_dataset("synthetic")``: 28x28 single-channel images, as MNIST.
+The data are ``bsopt.training.data.load_dataset("synthetic")``: 28x28 single-channel images,
+as MNIST.
 Every repeat times one epoch of each loop back to back (alternating which goes first) and the
 ratio is the median of the per-repeat ratios, so the load that other processes put on the
 machine hits both alike. Achieved FLOP/s count the convolutions and matrix multiplies of one
@@ -36,9 +37,9 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from bsopt.data import TensorData, load_dataset
-from bsopt.models import build_model
-from bsopt.train import Trainer, TrainSettings
+from bsopt.training.data import TensorData, load_dataset
+from bsopt.training.models import build_model
+from bsopt.training.trainer import Trainer, TrainSettings
 
 LR = 1e-3
 BATCH_SIZES = (16, 64, 256)
@@ -70,8 +71,8 @@ def step_flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
     return int(counter.get_total_flops())
 
 
-class SeedsNet(nn.Module):
-    """The seeds' CNN as the seeds write it (for 1 x 28 x 28 inputs)."""
+class ArticlesNet(nn.Module):
+    """The reference CNN as the articles write it (for 1 x 28 x 28 inputs)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -89,7 +90,7 @@ class SeedsNet(nn.Module):
 
 
 def reference_epoch(model: nn.Module, data: TensorData, batch_size: int, seed: int) -> float:
-    """Seconds of one epoch of the seeds' loop (DataLoader with shuffle, Adam)."""
+    """Seconds of one epoch of the articles' loop (DataLoader with shuffle, Adam)."""
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(TensorDataset(data.train_x, data.train_y), batch_size=batch_size,
                         shuffle=True, generator=generator)
@@ -157,9 +158,9 @@ def _fresh_model(data: TensorData, seed: int) -> nn.Module:
     return build_model("cnn", data.input_shape, data.num_classes)
 
 
-def _seeds_model(data: TensorData, seed: int) -> nn.Module:
-    """The seeds' CNN with the initial weights of ``_fresh_model(data, seed)``."""
-    net = SeedsNet()
+def _articles_model(data: TensorData, seed: int) -> nn.Module:
+    """The articles' CNN with the initial weights of ``_fresh_model(data, seed)``."""
+    net = ArticlesNet()
     with torch.no_grad():
         for mine, theirs in zip(net.parameters(), _fresh_model(data, seed).parameters(),
                                 strict=True):
@@ -187,13 +188,14 @@ def measure(batch_sizes: tuple[int, ...] = BATCH_SIZES, *, samples: int = 2048,
     # Warm-up: oneDNN builds its kernels per shape on first use; that belongs to no epoch.
     warm = load_dataset("synthetic", max_train_samples=max(batch_sizes))
     for b in batch_sizes:
-        reference_epoch(_seeds_model(warm, 0), warm, b, 0)
+        reference_epoch(_articles_model(warm, 0), warm, b, 0)
         bsopt_epoch(_fresh_model(warm, 0), warm, b, 0)
     times: dict[tuple[int, str], list[float]] = {}
     for rep in range(repeats):
         for b in batch_sizes:
             loops: list[tuple[str, Callable[[], float]]] = [
-                ("reference", lambda b=b: reference_epoch(_seeds_model(data, rep), data, b, rep)),
+                ("reference",
+                 lambda b=b: reference_epoch(_articles_model(data, rep), data, b, rep)),
                 ("bsopt", lambda b=b: bsopt_epoch(_fresh_model(data, rep), data, b, rep)),
             ]
             for name in chosen:

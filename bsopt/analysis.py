@@ -10,7 +10,7 @@ Pure functions over :class:`~bsopt.records.TrialRecord` answer the seeds' questi
   fitted with ``S(B) = S_min (1 + B_crit / B)`` and ``E(B) = E_min (1 + B / B_crit)``
   (McCandlish et al. 2018, "An Empirical Model of Large-Batch Training", arXiv:1812.06162);
 - the gradient noise scale ``B_simple = tr(Sigma) / |G|^2`` measured during training
-  (:mod:`bsopt.noise_scale`), which the same paper finds to track ``B_crit`` (roughly, and
+  (:mod:`bsopt.training.noise_scale`), which the same paper finds to track ``B_crit`` (roughly, and
   growing as the loss falls);
 - the generalization gap (final val loss - final train loss) at each batch size's best lr
   (Keskar et al. 2017, "On Large-Batch Training for Deep Learning").

@@ -290,7 +290,7 @@ def add_profile(sub: Any) -> None:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     from bsopt.console import table
-    from bsopt.profile import profile, profile_figure
+    from bsopt.training.profile import profile, profile_figure
 
     low, high = cfg.parse_range(args.batch_sizes, "--batch-sizes", int)
     result = profile(args.model, args.dataset, batch_size_min=low, batch_size_max=high,

@@ -130,7 +130,7 @@ def validate(config: StudyConfig) -> None:
         raise UsageError(
             f"--warmup-epochs must be between 0 and --epochs, got {config.warmup_epochs}"
         )
-    if 2 ** math.floor(math.log2(config.batch_size_max)) < config.batch_size_min:
+    if not powers_of_two(config.batch_size_min, config.batch_size_max):
         raise UsageError(
             f"--batch-size {config.batch_size_min}:{config.batch_size_max} holds no power of two: "
             "widen the range"
@@ -219,3 +219,10 @@ def config_from_definition(definition: dict[str, Any], **run: Any) -> StudyConfi
     if "objectives" in known:
         known["objectives"] = tuple(known["objectives"])
     return StudyConfig(**known, **run)
+
+
+def powers_of_two(low: int, high: int) -> list[int]:
+    """All powers of two between ``low`` and ``high`` inclusive: the batch sizes of a study."""
+    first = math.ceil(math.log2(low))
+    last = math.floor(math.log2(high))
+    return [2**k for k in range(first, last + 1)]

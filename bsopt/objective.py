@@ -25,10 +25,10 @@ from bsopt.checkpoints import (
     save_checkpoint,
 )
 from bsopt.config import StudyConfig
-from bsopt.data import TensorData
-from bsopt.models import build_model
 from bsopt.space import suggest
-from bsopt.train import Diverged, EpochResult, Trainer, TrainSettings
+from bsopt.training.data import TensorData
+from bsopt.training.models import build_model
+from bsopt.training.trainer import Diverged, EpochResult, Trainer, TrainSettings
 from bsopt.worker import Interrupted
 
 ModelFactory = Callable[[tuple[int, int, int], int], nn.Module]
@@ -188,7 +188,7 @@ class Objective:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
             return 0.0
-        from bsopt.profile import estimate_memory_mb
+        from bsopt.training.memory import estimate_memory_mb
 
         return round(estimate_memory_mb(model, self.data.input_shape, settings.micro_batch,
                                         settings.optimizer), 2)

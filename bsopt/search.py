@@ -24,11 +24,12 @@ import torch
 
 from bsopt.checkpoints import make_artifact_store
 from bsopt.config import StudyConfig
-from bsopt.data import TensorData, load_dataset
 from bsopt.interrupts import stop_on_signals
 from bsopt.objective import ModelFactory, Objective
 from bsopt.storage import make_storage, mask_url, resolve_url
 from bsopt.study import budget_left, config_in_force, open_study, state_counts
+from bsopt.training.data import TensorData, load_dataset
+from bsopt.training.device import resolve_device, threads_per_worker
 from bsopt.worker import TooManyFailures, WorkerResult, retry_failed_trial, run_worker
 
 ProgressCallback = Callable[[dict[str, Any]], None]
@@ -46,17 +47,6 @@ class SearchResult:
     best: list[optuna.trial.FrozenTrial]
     interrupted: bool = False
     errors: list[str] = field(default_factory=list)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` is CUDA when available, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        from bsopt.errors import UsageError
-
-        raise UsageError("--device cuda but no CUDA device is available: use --device cpu")
-    return torch.device(name)
 
 
 def _run_one_worker(config: StudyConfig, *, stop: Any, progress: ProgressCallback | None,
@@ -110,15 +100,6 @@ def _child_worker(config: StudyConfig, stop: Any, events: Any, index: int,
 def worker_name(index: int) -> str:
     """``w<index>@<host>:<pid>``: which worker ran a trial, across machines."""
     return f"w{index}@{os.uname().nodename}:{os.getpid()}"
-
-
-def threads_per_worker(workers: int) -> int:
-    """Torch threads for each of ``workers`` processes: this process's cores shared out."""
-    try:
-        cores = len(os.sched_getaffinity(0))  # honours taskset and container CPU sets
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // workers)
 
 
 def _run_worker_processes(config: StudyConfig, stop: Any, progress: ProgressCallback | None,

@@ -8,21 +8,12 @@ the effective ``lr`` is recorded on the trial (``bsopt.records.LR``).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import optuna
 
-from bsopt.config import StudyConfig
+from bsopt.config import StudyConfig, powers_of_two
 
 SCALING_EXPONENTS = {"none": 0.0, "linear": 1.0, "sqrt": 0.5}
-
-
-def batch_sizes(low: int, high: int) -> list[int]:
-    """All powers of two between ``low`` and ``high`` inclusive."""
-    first = math.ceil(math.log2(low))
-    last = math.floor(math.log2(high))
-    return [2**k for k in range(first, last + 1)]
 
 
 def grid_lrs(low: float, high: float, points: int) -> list[float]:
@@ -41,7 +32,7 @@ def search_space(config: StudyConfig) -> dict[str, optuna.distributions.BaseDist
     """The Optuna distributions of the study's two parameters."""
     return {
         "batch_size": optuna.distributions.CategoricalDistribution(
-            batch_sizes(config.batch_size_min, config.batch_size_max)
+            powers_of_two(config.batch_size_min, config.batch_size_max)
         ),
         lr_param_name(config): optuna.distributions.FloatDistribution(
             config.lr_min, config.lr_max, log=True
@@ -52,7 +43,7 @@ def search_space(config: StudyConfig) -> dict[str, optuna.distributions.BaseDist
 def grid(config: StudyConfig) -> dict[str, list[float] | list[int]]:
     """The grid sampler's grid: all powers of two x ``grid_lr_points`` log-spaced rates."""
     return {
-        "batch_size": batch_sizes(config.batch_size_min, config.batch_size_max),
+        "batch_size": powers_of_two(config.batch_size_min, config.batch_size_max),
         lr_param_name(config): grid_lrs(config.lr_min, config.lr_max, config.grid_lr_points),
     }
 

@@ -25,11 +25,11 @@ from test_faults import Reader, StartBsopt, finish, wait_for
 from bsopt import records
 from bsopt.checkpoints import CheckpointOwner, make_artifact_store, save_checkpoint
 from bsopt.config import build_config
-from bsopt.data import load_dataset
-from bsopt.models import build_model
 from bsopt.objective import Objective
 from bsopt.storage import make_storage
-from bsopt.train import Trainer
+from bsopt.training.data import load_dataset
+from bsopt.training.models import build_model
+from bsopt.training.trainer import Trainer
 from bsopt.worker import retry_failed_trial
 
 EPOCHS = 3

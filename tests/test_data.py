@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from bsopt.config import NUM_CLASSES
-from bsopt.data import load_dataset
 from bsopt.errors import UsageError
+from bsopt.training.data import load_dataset
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

@@ -30,11 +30,11 @@ from bsopt.checkpoints import (
     save_checkpoint,
 )
 from bsopt.config import build_config
-from bsopt.data import load_dataset
-from bsopt.models import build_model
 from bsopt.objective import Objective
 from bsopt.storage import make_storage, sqlite_database_path
-from bsopt.train import Trainer
+from bsopt.training.data import load_dataset
+from bsopt.training.models import build_model
+from bsopt.training.trainer import Trainer
 from bsopt.worker import retry_failed_trial, run_worker
 
 TIMEOUT = 300  # seconds: only against a hang, never an assertion about speed

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from bsopt.models import Dropout, Flatten, build_model
+from bsopt.training.models import Dropout, Flatten, build_model
 
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (1, 8, 8), (3, 32, 32)])

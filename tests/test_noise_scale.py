@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from bsopt.noise_scale import (
+from bsopt.training.noise_scale import (
     GradNormSample,
     MicroBatchGradNorms,
     NoiseScaleEstimator,

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from bsopt.catalog import DATASETS
 from bsopt.cli import main
-from bsopt.models import build_model
-from bsopt.profile import INPUT_SHAPES, profile
+from bsopt.training.models import build_model
+from bsopt.training.profile import profile
 
 
 def test_the_largest_batch_that_fits_runs_and_the_next_is_over_the_limit() -> None:
@@ -26,8 +27,8 @@ def test_the_largest_batch_that_fits_runs_and_the_next_is_over_the_limit() -> No
     largest = result.max_batch_size
     assert largest == fitting[-1].batch_size
     # The answer is a batch size that really trains.
-    model = build_model("cnn", INPUT_SHAPES["mnist"], 10)
-    x = torch.randn(largest, *INPUT_SHAPES["mnist"])
+    model = build_model("cnn", DATASETS["mnist"].input_shape, 10)
+    x = torch.randn(largest, *DATASETS["mnist"].input_shape)
     torch.nn.functional.cross_entropy(model(x), torch.zeros(largest, dtype=torch.long)).backward()
 
 

@@ -7,9 +7,8 @@ import math
 import optuna
 import pytest
 
-from bsopt.config import StudyConfig
+from bsopt.config import StudyConfig, powers_of_two
 from bsopt.space import (
-    batch_sizes,
     default_n_trials,
     effective_lr,
     grid,
@@ -21,9 +20,9 @@ from bsopt.space import (
 
 
 def test_batch_sizes_are_the_powers_of_two_in_range() -> None:
-    assert batch_sizes(16, 256) == [16, 32, 64, 128, 256]
-    assert batch_sizes(10, 100) == [16, 32, 64]
-    assert batch_sizes(64, 64) == [64]
+    assert powers_of_two(16, 256) == [16, 32, 64, 128, 256]
+    assert powers_of_two(10, 100) == [16, 32, 64]
+    assert powers_of_two(64, 64) == [64]
 
 
 def test_grid_lrs_are_log_spaced_and_hit_the_bounds() -> None:
@@ -51,7 +50,7 @@ def test_parameters_are_named_batch_size_and_lr() -> None:
     trial = study.ask()
     batch_size, lr = suggest(trial, config)
     assert set(trial.params) == {"batch_size", "lr"}
-    assert batch_size in batch_sizes(16, 256) and math.log2(batch_size).is_integer()
+    assert batch_size in powers_of_two(16, 256) and math.log2(batch_size).is_integer()
     assert config.lr_min <= lr <= config.lr_max
     assert trial.params["lr"] == lr
 

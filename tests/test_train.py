@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from bsopt.data import load_dataset
-from bsopt.models import SeedCNN, SeedMLP, build_model
-from bsopt.train import Diverged, Trainer, TrainSettings
+from bsopt.training.data import load_dataset
+from bsopt.training.models import ReferenceCNN, ReferenceMLP, build_model
+from bsopt.training.trainer import Diverged, Trainer, TrainSettings
 
 
 @pytest.fixture(scope="module")
@@ -24,16 +26,16 @@ def trainer(data, name: str = "mlp", **settings) -> Trainer:
                                                   **settings}))
 
 
-def test_models_have_the_seeds_layers() -> None:
-    cnn = SeedCNN(1, 28, 28, 10)
+def test_the_reference_networks_have_the_articles_layers() -> None:
+    cnn = ReferenceCNN((1, 28, 28), 10)
     convs = [m for m in cnn.modules() if isinstance(m, torch.nn.Conv2d)]
     linears = [m for m in cnn.modules() if isinstance(m, torch.nn.Linear)]
     assert [c.out_channels for c in convs] == [32, 64]
     assert [(f.in_features, f.out_features) for f in linears] == [(64 * 12 * 12, 128), (128, 10)]
-    mlp = SeedMLP(1, 28, 28, 10)
+    mlp = ReferenceMLP((1, 28, 28), 10)
     assert [(f.in_features, f.out_features) for f in mlp.modules()
             if isinstance(f, torch.nn.Linear)] == [(784, 256), (256, 128), (128, 10)]
-    assert SeedCNN(3, 32, 32, 10)(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    assert ReferenceCNN((3, 32, 32), 10)(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
 
 
 def test_training_lowers_the_validation_loss_and_records_metrics(digits) -> None:
@@ -96,3 +98,11 @@ def test_noise_scale_is_measured_per_epoch_without_changing_the_gradient(digits)
     assert b.noise_scale == pytest.approx(b.grad_trace / b.grad_sq_norm, rel=1e-6)
     for p, q in zip(plain.model.parameters(), measured.model.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_the_training_subpackage_never_imports_optuna() -> None:
+    # Training is PyTorch only: the loop can be read and reused without studies.
+    code = ("import sys, bsopt.training, bsopt.training.profile\n"
+            "sys.exit(3 if any(m == 'optuna' or m.startswith('optuna.') for m in sys.modules)"
+            " else 0)\n")
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0

@@ -13,9 +13,10 @@ import pytest
 from optuna.trial import TrialState
 
 from bsopt import records
-from bsopt.search import threads_per_worker
-from bsopt.space import batch_sizes, grid_lrs
+from bsopt.config import powers_of_two
+from bsopt.space import grid_lrs
 from bsopt.storage import make_storage
+from bsopt.training.device import threads_per_worker
 from bsopt.worker import run_worker
 
 QUICK = ["--dataset", "digits", "--max-train-samples", "200", "--epochs", "2"]
@@ -47,7 +48,7 @@ def grid_command(url: str, name: str) -> list[str]:
 def assert_each_grid_point_once(url: str, name: str) -> None:
     study = optuna.load_study(study_name=name, storage=url)
     points = [(t.params["batch_size"], t.params["lr"]) for t in study.trials]
-    grid = [(b, lr) for b in batch_sizes(16, 64) for lr in grid_lrs(1e-3, 1e-1, 3)]
+    grid = [(b, lr) for b in powers_of_two(16, 64) for lr in grid_lrs(1e-3, 1e-1, 3)]
     assert sorted(points) == sorted(grid)  # every point, none twice, nothing else
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
 

@@ -5,10 +5,12 @@ is what makes small batches fast: no DataLoader workers, no per-sample Python. T
 into training and validation sets is deterministic (a fixed generator), so every trial and
 every worker of a study sees the same split.
 
-- ``digits``: scikit-learn's bundled 8x8 handwritten digits (offline, the default).
-- ``mnist``, ``fashion-mnist``, ``cifar10``: torchvision, downloaded into ``data_dir``
-  (default ``~/.cache/bsopt``) or read from it offline when the files are there.
-- ``synthetic``: random 28x28 images labelled by a fixed random teacher; for smoke tests
+The datasets are named in :mod:`bsopt.catalog`; their loaders are here:
+
+- :func:`digits`: scikit-learn's bundled 8x8 handwritten digits (offline, the default).
+- :func:`mnist`, :func:`fashion_mnist`, :func:`cifar10`: torchvision, downloaded into
+  ``data_dir`` (default ``~/.cache/bsopt``) or read from it offline when the files are there.
+- :func:`synthetic`: random 28x28 images labelled by a fixed random teacher; for smoke tests
   and throughput.
 """
 
@@ -21,19 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bsopt import catalog
 from bsopt.errors import UsageError
+from bsopt.import_path import load_object
 
 VALIDATION_FRACTION = 1 / 6
 SPLIT_SEED = 20251123  # fixed: the split never depends on the study's seed
 SYNTHETIC_SIZE = 6000
 DEFAULT_DATA_DIR = Path(os.environ.get("BSOPT_DATA_DIR", Path.home() / ".cache" / "bsopt"))
-
-# name -> (torchvision class name, normalisation mean, std)
-TORCHVISION = {
-    "mnist": ("MNIST", (0.1307,), (0.3081,)),
-    "fashion-mnist": ("FashionMNIST", (0.2860,), (0.3530,)),
-    "cifar10": ("CIFAR10", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-}
+Images = tuple[torch.Tensor, torch.Tensor]  # (N x C x H x W float images, N labels)
 
 
 @dataclass(frozen=True)
@@ -72,27 +70,45 @@ def split(x: torch.Tensor, y: torch.Tensor, num_classes: int,
                       x[val_idx].contiguous(), y[val_idx].contiguous(), num_classes)
 
 
-def _digits() -> tuple[torch.Tensor, torch.Tensor, int]:
+def digits(data_dir: Path | None = None) -> Images:
+    """scikit-learn's bundled 8x8 digits, standardised (``data_dir`` is not used)."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
     x = (x - x.mean()) / x.std()
-    return x, torch.tensor(bunch.target, dtype=torch.long), 10
+    return x, torch.tensor(bunch.target, dtype=torch.long)
 
 
-def _synthetic() -> tuple[torch.Tensor, torch.Tensor, int]:
+def synthetic(data_dir: Path | None = None) -> Images:
+    """Random 28x28 images labelled by a fixed random linear teacher (10 classes)."""
     generator = torch.Generator().manual_seed(SPLIT_SEED)
     x = torch.randn(SYNTHETIC_SIZE, 1, 28, 28, generator=generator)
     teacher = torch.randn(28 * 28, 10, generator=generator)
     y = (x.flatten(1) @ teacher).argmax(dim=1)
-    return x, y, 10
+    return x, y
 
 
-def _torchvision(name: str, data_dir: Path) -> tuple[torch.Tensor, torch.Tensor, int]:
+def mnist(data_dir: Path) -> Images:
+    """MNIST's training set through torchvision, normalised with its usual mean and std."""
+    return _torchvision("MNIST", (0.1307,), (0.3081,), data_dir)
+
+
+def fashion_mnist(data_dir: Path) -> Images:
+    """Fashion-MNIST's training set through torchvision, normalised."""
+    return _torchvision("FashionMNIST", (0.2860,), (0.3530,), data_dir)
+
+
+def cifar10(data_dir: Path) -> Images:
+    """CIFAR-10's training set through torchvision, normalised per channel."""
+    return _torchvision("CIFAR10", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+                        data_dir)
+
+
+def _torchvision(class_name: str, mean: tuple[float, ...], std: tuple[float, ...],
+                 data_dir: Path) -> Images:
     import torchvision
 
-    class_name, mean, std = TORCHVISION[name]
     dataset_class = getattr(torchvision.datasets, class_name)
     try:
         dataset = dataset_class(str(data_dir), train=True, download=False)
@@ -103,7 +119,7 @@ def _torchvision(name: str, data_dir: Path) -> tuple[torch.Tensor, torch.Tensor,
         except Exception as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UsageError(
-                f"{name} is not in {data_dir} and could not be downloaded ({reason}): "
+                f"{class_name} is not in {data_dir} and could not be downloaded ({reason}): "
                 f"download it where there is internet, copy it to {data_dir}, or pass "
                 "--data-dir; --dataset digits works offline"
             ) from None
@@ -112,25 +128,21 @@ def _torchvision(name: str, data_dir: Path) -> tuple[torch.Tensor, torch.Tensor,
     x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)  # CIFAR is N x H x W x C
     x = (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
     y = torch.as_tensor(np.asarray(dataset.targets), dtype=torch.long)
-    return x.contiguous(), y, 10
+    return x.contiguous(), y
 
 
 def load_dataset(name: str, *, data_dir: str | Path | None = None,
                  max_train_samples: int | None = None,
                  device: torch.device | str = "cpu") -> TensorData:
-    """Load ``name`` as a deterministic train/validation split of tensors on ``device``.
+    """Load the dataset ``name`` (see :mod:`bsopt.catalog`) as a deterministic split on ``device``.
 
     Raises:
         UsageError: an unknown name, or torchvision files that are absent and cannot be
             downloaded.
     """
-    if name == "digits":
-        x, y, classes = _digits()
-    elif name == "synthetic":
-        x, y, classes = _synthetic()
-    elif name in TORCHVISION:
-        x, y, classes = _torchvision(name, Path(data_dir) if data_dir else DEFAULT_DATA_DIR)
-    else:
-        raise UsageError(f"unknown dataset {name!r}: choose digits, mnist, fashion-mnist, "
-                         "cifar10 or synthetic")
-    return split(x, y, classes, max_train_samples).to(device)
+    if name not in catalog.DATASETS:
+        raise UsageError(f"unknown dataset {name!r}: choose {catalog.names(catalog.DATASETS)}")
+    builtin = catalog.DATASETS[name]
+    loader = load_object(builtin.loader, "--dataset")
+    x, y = loader(Path(data_dir) if data_dir else DEFAULT_DATA_DIR)
+    return split(x, y, builtin.num_classes, max_train_samples).to(device)

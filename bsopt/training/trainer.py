@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bsopt.data import TensorData
+from bsopt.training.data import TensorData
 
 EVAL_BATCH = 2048
 
@@ -37,7 +37,7 @@ class TrainSettings:
     momentum: float = 0.9  # SGD only
     warmup_epochs: float = 0.0  # linear warmup from 0 to lr over this many epochs
     max_micro_batch: int | None = None  # accumulate gradients over micro-batches above this
-    noise_scale: bool = False  # measure the gradient noise scale (bsopt.noise_scale)
+    noise_scale: bool = False  # measure the gradient noise scale (bsopt.training.noise_scale)
     seed: int = 0
 
     @property
@@ -121,7 +121,7 @@ class Trainer:
         self.history = History()
         self.noise = None
         if settings.noise_scale:
-            from bsopt.noise_scale import MicroBatchGradNorms, NoiseScaleEstimator
+            from bsopt.training.noise_scale import MicroBatchGradNorms, NoiseScaleEstimator
 
             self.noise = (MicroBatchGradNorms(), NoiseScaleEstimator())
 

@@ -21,16 +21,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
+from bsopt import catalog
+from bsopt.config import powers_of_two
 from bsopt.errors import UsageError
-from bsopt.models import build_model
-from bsopt.space import batch_sizes
-from bsopt.train import make_optimizer
-
-INPUT_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28),
-                "cifar10": (3, 32, 32), "synthetic": (1, 28, 28)}
-MB = 1024 * 1024
+from bsopt.training.memory import MB, static_bytes, step_bytes, training_step
+from bsopt.training.models import build_model
+from bsopt.training.trainer import make_optimizer
 
 
 @dataclass(frozen=True)
@@ -72,47 +69,6 @@ def default_memory_limit_mb() -> float:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / MB / 2
 
 
-def _static_bytes(model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
-    params = sum(p.numel() * p.element_size() for p in model.parameters())
-    state = sum(t.numel() * t.element_size() for s in optimizer.state.values()
-                for t in s.values() if torch.is_tensor(t))
-    return 2 * params + state  # parameters and their gradients, plus optimizer state
-
-
-def _step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-          y: torch.Tensor) -> int:
-    """One training step; returns the bytes autograd saved for the backward pass."""
-    saved = 0
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        nonlocal saved
-        saved += tensor.numel() * tensor.element_size()
-        return tensor
-
-    optimizer.zero_grad(set_to_none=True)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = nn.functional.cross_entropy(model(x), y)
-    loss.backward()
-    optimizer.step()
-    return saved
-
-
-def estimate_memory_mb(model: nn.Module, shape: tuple[int, ...], batch_size: int,
-                       optimizer: str = "adam") -> float:
-    """Peak memory of one training step at ``batch_size``, measured on a copy of ``model``.
-
-    Parameters, gradients and optimizer state plus the tensors autograd saves per example
-    (from steps of one and two examples), so nothing of size ``batch_size`` is allocated.
-    """
-    import copy
-
-    clone = copy.deepcopy(model).cpu()
-    opt = make_optimizer(optimizer, clone.parameters(), 1e-3, 0.9)
-    x, y = torch.randn(2, *shape), torch.zeros(2, dtype=torch.long)
-    one, two = _step(clone, opt, x[:1], y[:1]), _step(clone, opt, x, y)
-    return (_static_bytes(clone, opt) + one + (two - one) * (batch_size - 1)) / MB
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -128,22 +84,20 @@ def profile_batch(model_name: str, shape: tuple[int, int, int], batch_size: int,
     x = torch.randn(batch_size, *shape, device=device)
     y = torch.randint(0, 10, (batch_size,), device=device)
     if device.type == "cpu" and memory_limit_mb is not None:
-        # Estimate from batches of one and two first, so a batch that cannot fit is never
-        # run; the difference is what each example adds (weights saved once do not scale).
-        one, two = _step(model, opt, x[:1], y[:1]), _step(model, opt, x[:2], y[:2])
-        estimate = (_static_bytes(model, opt) + one + (two - one) * (batch_size - 1)) / MB
+        # Estimated first, so that a batch that cannot fit is never run.
+        estimate = step_bytes(model, opt, x, y, batch_size) / MB
         if estimate > memory_limit_mb:
             return BatchProfile(batch_size, False, peak_memory_mb=round(estimate, 1),
                                 note=f"over --memory-limit {memory_limit_mb:g} MB")
     try:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        saved = _step(model, opt, x, y)  # warm-up (allocations, kernels)
-        _step(model, opt, x, y)
+        saved = training_step(model, opt, x, y)  # warm-up (allocations, kernels)
+        training_step(model, opt, x, y)
         _sync(device)
         started = time.perf_counter()
         for _ in range(steps):
-            _step(model, opt, x, y)
+            training_step(model, opt, x, y)
         _sync(device)
         seconds = (time.perf_counter() - started) / steps
     except torch.cuda.OutOfMemoryError:
@@ -152,7 +106,7 @@ def profile_batch(model_name: str, shape: tuple[int, int, int], batch_size: int,
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / MB
     else:
-        peak = (_static_bytes(model, opt) + saved) / MB
+        peak = (static_bytes(model, opt) + saved) / MB
     return BatchProfile(batch_size, True, samples_per_second=round(batch_size / seconds, 1),
                         step_ms=round(seconds * 1000, 3), peak_memory_mb=round(peak, 1))
 
@@ -165,10 +119,11 @@ def profile(model: str = "cnn", dataset: str = "mnist", *, batch_size_min: int =
     Raises:
         UsageError: an unknown model or dataset, bad bounds, or CUDA asked for but absent.
     """
-    if dataset not in INPUT_SHAPES:
-        raise UsageError(f"unknown dataset {dataset!r}: choose {', '.join(INPUT_SHAPES)}")
-    if model not in ("cnn", "mlp"):
-        raise UsageError(f"unknown model {model!r}: choose cnn or mlp")
+    if dataset not in catalog.DATASETS:
+        raise UsageError(f"unknown dataset {dataset!r}: choose {catalog.names(catalog.DATASETS)}")
+    if model not in catalog.MODELS:
+        raise UsageError(f"unknown model {model!r}: choose {catalog.names(catalog.MODELS)}")
+    shape = catalog.DATASETS[dataset].input_shape
     if not 0 < batch_size_min <= batch_size_max:
         raise UsageError("--batch-sizes takes MIN:MAX with 0 < MIN <= MAX")
     if device == "cuda" and not torch.cuda.is_available():
@@ -178,12 +133,12 @@ def profile(model: str = "cnn", dataset: str = "mnist", *, batch_size_min: int =
     torch_device = torch.device(device)
     if torch_device.type == "cpu" and memory_limit_mb is None:
         memory_limit_mb = default_memory_limit_mb()
-    sizes = batch_sizes(batch_size_min, batch_size_max)
+    sizes = powers_of_two(batch_size_min, batch_size_max)
     if not sizes:
         raise UsageError(f"--batch-sizes {batch_size_min}:{batch_size_max} holds no power of two")
     results: list[BatchProfile] = []
     for size in sizes:
-        result = profile_batch(model, INPUT_SHAPES[dataset], size, torch_device, steps=steps,
+        result = profile_batch(model, shape, size, torch_device, steps=steps,
                                optimizer=optimizer, memory_limit_mb=memory_limit_mb)
         results.append(result)
         if not result.fits:
@@ -192,7 +147,7 @@ def profile(model: str = "cnn", dataset: str = "mnist", *, batch_size_min: int =
             (r.batch_size for r in results if r.fits), default=None)):
         # Verify the answer by running it again from a clean cache.
         torch.cuda.empty_cache()
-        again = profile_batch(model, INPUT_SHAPES[dataset], largest, torch_device, steps=1,
+        again = profile_batch(model, shape, largest, torch_device, steps=1,
                               optimizer=optimizer)
         if not again.fits:
             results = [r if r.batch_size != largest else again for r in results]

@@ -1,4 +1,8 @@
-"""The seeds' reference networks, adapting to the input's channels and size."""
+"""The reference CNN and MLP (see :mod:`bsopt.catalog`), adapting to the input's shape.
+
+Each is built as ``Network(input_shape, num_classes)``, the signature of every model factory
+bsopt calls, so ``--model cnn`` and ``--model package.module:factory`` build alike.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,10 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from bsopt import catalog
+from bsopt.errors import UsageError
+from bsopt.import_path import load_object
 
 
 class Dropout(nn.Dropout):
@@ -53,16 +61,17 @@ class Flatten(nn.Flatten):
         return super().forward(x)
 
 
-class SeedCNN(nn.Module):
-    """conv 32 -> conv 64 -> max-pool -> dropout -> fc 128 -> fc classes (the seeds' CNN).
+class ReferenceCNN(nn.Module):
+    """conv 32 -> conv 64 -> max-pool -> dropout -> fc 128 -> fc classes: the reference CNN.
 
-    3x3 convolutions without padding, as in the seeds; inputs smaller than 6x6 get padding
+    3x3 convolutions without padding, as in the articles; inputs smaller than 6x6 get padding
     so that the 8x8 digits fit too.
     """
 
-    def __init__(self, in_channels: int = 1, height: int = 28, width: int = 28,
+    def __init__(self, input_shape: tuple[int, int, int] = (1, 28, 28),
                  num_classes: int = 10) -> None:
         super().__init__()
+        in_channels, height, width = input_shape
         padding = 1 if min(height, width) < 6 else 0
         out_h, out_w = (height - 4 + 4 * padding) // 2, (width - 4 + 4 * padding) // 2
         self.features = nn.Sequential(
@@ -79,12 +88,13 @@ class SeedCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-class SeedMLP(nn.Module):
-    """flatten -> fc 256 -> fc 128 -> fc classes (the seeds' MLP, 784-256-128-10 on MNIST)."""
+class ReferenceMLP(nn.Module):
+    """flatten -> fc 256 -> fc 128 -> fc classes: the reference MLP (784-256-128-10 on MNIST)."""
 
-    def __init__(self, in_channels: int = 1, height: int = 28, width: int = 28,
+    def __init__(self, input_shape: tuple[int, int, int] = (1, 28, 28),
                  num_classes: int = 10) -> None:
         super().__init__()
+        in_channels, height, width = input_shape
         self.net = nn.Sequential(
             nn.Flatten(), nn.Linear(in_channels * height * width, 256), nn.ReLU(),
             nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, num_classes),
@@ -94,10 +104,12 @@ class SeedMLP(nn.Module):
         return self.net(x)
 
 
-MODELS = {"cnn": SeedCNN, "mlp": SeedMLP}
-
-
 def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
-    """The reference network ``name`` for inputs of ``input_shape`` (C, H, W)."""
-    channels, height, width = input_shape
-    return MODELS[name](channels, height, width, num_classes)
+    """The reference network ``name`` (``cnn`` or ``mlp``) for inputs of ``input_shape``.
+
+    Raises:
+        UsageError: an unknown name.
+    """
+    if name not in catalog.MODELS:
+        raise UsageError(f"unknown model {name!r}: choose {catalog.names(catalog.MODELS)}")
+    return load_object(catalog.MODELS[name].factory, "--model")(input_shape, num_classes)

@@ -1,0 +1,60 @@
+"""The built-in networks and datasets by name: what ``--model cnn`` and ``--dataset mnist`` mean.
+
+This is the one place that names them. Each entry points at its code by import path (the way
+a user names their own model or data) and states what is known without loading anything, so
+the command line, the study definition and ``bsopt profile`` can use the names without
+importing torch.
+
+The reference networks are those of the articles bsopt follows: the CNN (conv 32 -> conv 64 ->
+max-pool -> dropout -> fc 128 -> fc 10, Adam lr 1e-3, batch 64, 10 epochs on MNIST) and the
+MLP (784-256-128-10, SGD lr 0.01, batch sizes 16..128, 20 epochs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    """A reference network: ``factory(input_shape, num_classes) -> nn.Module``."""
+
+    factory: str  # import path, "module:attribute"
+    description: str
+
+
+@dataclass(frozen=True)
+class BuiltinDataset:
+    """A dataset bsopt knows: ``loader(data_dir) -> (images N x C x H x W, labels N)``."""
+
+    loader: str  # import path, "module:attribute"
+    input_shape: tuple[int, int, int]  # (channels, height, width) of one example
+    num_classes: int
+    description: str
+
+
+MODELS: dict[str, BuiltinModel] = {
+    "cnn": BuiltinModel("bsopt.training.models:ReferenceCNN",
+                        "the reference CNN: conv 32, conv 64, max-pool, dropout, fc 128, fc"),
+    "mlp": BuiltinModel("bsopt.training.models:ReferenceMLP",
+                        "the reference MLP: fc 256, fc 128, fc"),
+}
+
+DATASETS: dict[str, BuiltinDataset] = {
+    "digits": BuiltinDataset("bsopt.training.data:digits", (1, 8, 8), 10,
+                             "scikit-learn's bundled 8x8 digits (offline)"),
+    "mnist": BuiltinDataset("bsopt.training.data:mnist", (1, 28, 28), 10,
+                            "MNIST through torchvision"),
+    "fashion-mnist": BuiltinDataset("bsopt.training.data:fashion_mnist", (1, 28, 28), 10,
+                                    "Fashion-MNIST through torchvision"),
+    "cifar10": BuiltinDataset("bsopt.training.data:cifar10", (3, 32, 32), 10,
+                              "CIFAR-10 through torchvision"),
+    "synthetic": BuiltinDataset("bsopt.training.data:synthetic", (1, 28, 28), 10,
+                                "random 28x28 images labelled by a fixed random teacher"),
+}
+
+
+def names(catalog: dict[str, object]) -> str:
+    """``a, b or c``: the names of a catalog, for messages and help."""
+    keys = list(catalog)
+    return keys[0] if len(keys) == 1 else ", ".join(keys[:-1]) + " or " + keys[-1]
