@@ -144,8 +144,8 @@ def add_studies(sub: Any) -> None:
 
 
 def cmd_studies(args: argparse.Namespace) -> int:
-    from bsopt.console import table
     from bsopt.summaries import list_studies
+    from bsopt.text import table
 
     rows = list_studies(args.storage)
     if not rows:
@@ -265,11 +265,11 @@ def add_analyze(sub: Any) -> None:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from bsopt.analysis import analyze
+    from bsopt.analysis import analyze, format_analysis
     from bsopt.summaries import open_existing
 
     result = analyze(open_existing(args.storage, args.study_name), target_loss=args.target_loss)
-    print(json.dumps(result.to_dict(), indent=2) if args.json else result.format_text())
+    print(json.dumps(result.to_dict(), indent=2) if args.json else format_analysis(result))
     return 0
 
 
@@ -289,7 +289,7 @@ def add_profile(sub: Any) -> None:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from bsopt.console import table
+    from bsopt.text import table
     from bsopt.training.profile import profile, profile_figure
 
     low, high = cfg.parse_range(args.batch_sizes, "--batch-sizes", int)

@@ -5,33 +5,22 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from typing import Any
 
 import optuna
 
 from bsopt import records
+from bsopt.records import json_ready
 from bsopt.study import study_config
 
 FORMATS = ("csv", "json")
-
-
-def _clean(value: Any) -> Any:
-    """NaN and infinities become None so the JSON is standard."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    return value
 
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     """One dict per trial: number, state, params, effective lr, values, user attributes."""
     rows = []
     for trial in study.get_trials(deepcopy=False):
-        rows.append(_clean({
+        rows.append(json_ready({
             "number": trial.number,
             "state": trial.state.name,
             "batch_size": trial.params.get("batch_size"),

@@ -11,15 +11,15 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 from scipy.interpolate import griddata
 from scipy.spatial import QhullError
 
-from bsopt.records import TrialRecord
+from bsopt.analysis.best_lr import BestRun
+from bsopt.records import TrialRecord, finite_or_none
 
 GRID_POINTS = 40  # interpolation grid per axis: smooth enough, small enough to store
 
@@ -32,7 +32,7 @@ class Point:
     state: str
     batch_size: int
     lr: float
-    loss: float  # final validation loss (see final_loss); nan if it diverged
+    loss: float  # final validation loss (TrialRecord.final_loss); nan if it diverged
     epochs: int
 
     @property
@@ -66,29 +66,6 @@ class Curve:
     epochs: list[int]
     train_loss: list[float | None]
     val_loss: list[float | None]
-
-
-@dataclass(frozen=True)
-class BestRun:
-    """The COMPLETE trial with the lowest final validation loss at one batch size."""
-
-    # Properties that bsopt.analysis adds to the JSON of a StudyAnalysis.
-    _derived: ClassVar[tuple[str, ...]] = ("generalization_gap",)
-    batch_size: int
-    lr: float
-    val_loss: float
-    train_loss: float | None
-    val_accuracy: float | None
-    train_seconds: float | None
-    trial: int
-    complete_trials: int
-    lrs_tried: int  # distinct learning rates among the complete trials at this batch size
-    lr_at_edge: bool  # the best lr is the smallest or largest tried: the optimum may lie beyond
-
-    @property
-    def generalization_gap(self) -> float | None:
-        """Final val loss minus final train loss (train loss as the training loop recorded it)."""
-        return None if self.train_loss is None else self.val_loss - self.train_loss
 
 
 @dataclass(frozen=True)
@@ -139,30 +116,8 @@ class LossScale:
                 for row in rows]
 
 
-def finite(value: float | None) -> float | None:
-    """``value`` if it is a finite number, else None."""
-    return value if value is not None and math.isfinite(value) else None
-
-
-def final_loss(record: TrialRecord) -> float | None:
-    """The final validation loss: the curve's last epoch, else the objective value.
-
-    None when the trial has neither, or when its last epoch's loss is not finite: a trial
-    that ended diverged has no final loss to rank it by.
-    """
-    return finite(record.final_val_loss if record.val_loss else record.value)
-
-
-def train_seconds(record: TrialRecord) -> float | None:
-    """Seconds the trial trained (recorded total, else the sum of its epoch times)."""
-    if record.train_seconds is not None:
-        return float(record.train_seconds)
-    times = [s for s in record.epoch_seconds if math.isfinite(s)]
-    return sum(times) if times else None
-
-
 def _point(record: TrialRecord) -> Point:
-    loss = final_loss(record)
+    loss = record.final_loss
     return Point(record.number, record.state, record.batch_size, record.lr,
                  math.nan if loss is None else loss, record.epochs)
 
@@ -208,39 +163,12 @@ def learning_curves_data(records: Sequence[TrialRecord]) -> list[Curve]:
         n = max(len(r.train_loss), len(r.val_loss))
         if n == 0:
             continue
-        train = [finite(v) for v in r.train_loss] + [None] * (n - len(r.train_loss))
-        val = [finite(v) for v in r.val_loss] + [None] * (n - len(r.val_loss))
+        train = [finite_or_none(v) for v in r.train_loss] + [None] * (n - len(r.train_loss))
+        val = [finite_or_none(v) for v in r.val_loss] + [None] * (n - len(r.val_loss))
         curves.append(
             Curve(r.number, r.state, r.batch_size, r.lr, list(range(1, n + 1)), train, val)
         )
     return curves
-
-
-def best_by_batch(records: Iterable[TrialRecord]) -> list[BestRun]:
-    """Per batch size, the COMPLETE trial with the lowest final validation loss (sorted by B).
-
-    Args:
-        records: Trial records; pruned ones are ignored (their last loss is not final), and so
-            are trials without a finite :func:`final_loss`.
-    """
-    groups: dict[int, list[tuple[float, TrialRecord]]] = defaultdict(list)
-    for r in records:
-        loss = final_loss(r)
-        if r.state == "COMPLETE" and loss is not None:
-            groups[r.batch_size].append((loss, r))
-    out = []
-    for batch_size in sorted(groups):
-        runs = groups[batch_size]
-        loss, best = min(runs, key=lambda pair: pair[0])
-        lrs = sorted({r.lr for _, r in runs})
-        train = [v for v in best.train_loss if math.isfinite(v)]
-        out.append(BestRun(
-            batch_size=batch_size, lr=best.lr, val_loss=loss,
-            train_loss=train[-1] if train else None, val_accuracy=finite(best.final_accuracy),
-            train_seconds=train_seconds(best), trial=best.number, complete_trials=len(runs),
-            lrs_tried=len(lrs), lr_at_edge=len(lrs) > 1 and best.lr in (lrs[0], lrs[-1]),
-        ))
-    return out
 
 
 def scaling_lines(best: Sequence[BestRun]) -> list[ScalingLine]:

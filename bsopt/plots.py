@@ -17,12 +17,12 @@ import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
+from bsopt.analysis import best_by_batch
 from bsopt.figure_data import (
     LossScale,
     Point,
     SurfaceData,
     batch_ticks,
-    best_by_batch,
     learning_curves_data,
     loss_scale,
     lr_ticks,

@@ -9,9 +9,11 @@ export read trials through :func:`trial_records` so they all agree.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -73,11 +75,49 @@ class TrialRecord:
 
     @property
     def final_accuracy(self) -> float | None:
-        return self.val_accuracy[-1] if self.val_accuracy else None
+        """The last epoch's validation accuracy (None if not finite or not recorded)."""
+        return finite_or_none(self.val_accuracy[-1] if self.val_accuracy else None)
 
     @property
-    def final_val_loss(self) -> float | None:
-        return self.val_loss[-1] if self.val_loss else None
+    def final_loss(self) -> float | None:
+        """The final validation loss: the curve's last epoch, else the objective value.
+
+        None when the trial has neither, or when its last epoch's loss is not finite: a
+        trial that ended diverged has no final loss to rank it by.
+        """
+        return finite_or_none(self.val_loss[-1] if self.val_loss else self.value)
+
+    @property
+    def total_seconds(self) -> float | None:
+        """Seconds the trial trained: the recorded total, else the sum of its epoch times."""
+        if self.train_seconds is not None:
+            return float(self.train_seconds)
+        times = [s for s in self.epoch_seconds if math.isfinite(s)]
+        return sum(times) if times else None
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """``value`` if it is a finite number, else None."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` as standard JSON values: NaN and infinities become None, dataclasses dicts.
+
+    A dataclass's ``_derived`` class attribute names properties to include as well.
+    """
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {f.name: json_ready(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        out.update({name: json_ready(getattr(value, name))
+                    for name in getattr(value, "_derived", ())})
+        return out
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def study_uid(study: optuna.Study) -> str:

@@ -18,7 +18,6 @@ import plotly.graph_objects as go
 from optuna.trial import TrialState
 
 from bsopt.errors import UsageError
-from bsopt.figure_data import final_loss, train_seconds
 from bsopt.plots import figures_from_records
 from bsopt.records import CONFIG_ATTR, study_records, trial_record
 from bsopt.study import best_trials, state_counts
@@ -84,7 +83,7 @@ def _best_section(study: optuna.Study, n_best: int) -> str:
         return head + "<p>No complete trial yet.</p>\n"
     header = ("trial", "batch size", "lr", "final val loss", "val accuracy", "epochs", "seconds")
     rows = [
-        (r.number, r.batch_size, r.lr, final_loss(r), r.final_accuracy, r.epochs, train_seconds(r))
+        (r.number, r.batch_size, r.lr, r.final_loss, r.final_accuracy, r.epochs, r.total_seconds)
         for r in best
     ]
     return head + _table(header, rows)

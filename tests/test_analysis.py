@@ -14,6 +14,7 @@ from bsopt.analysis import (
     analyze_records,
     fit_critical_batch,
     fit_lr_scaling,
+    format_analysis,
     scaling_verdict,
     steps_to_reach,
 )
@@ -91,7 +92,7 @@ def test_scaling_fit_recovers_planted_alpha(alpha, verdict, sqrt_study):
     assert fit.verdict == verdict
     # The fitted law predicts lr* within 30% in the middle of the range.
     assert fit.c * 128**fit.alpha == pytest.approx(lr_star(128, alpha), rel=0.3)
-    assert fit.verdict_text in result.format_text()
+    assert fit.verdict_text in format_analysis(result)
     assert result.lr_notes == ()
 
 
@@ -200,7 +201,7 @@ def test_too_few_batch_sizes_says_what_to_run():
     assert result.lr_scaling is None and result.critical_batch is None
     assert any("only 2 batch sizes have complete trials (32, 64)" in n and "--batch-size" in n
                for n in result.lr_notes)
-    assert "  note: only 2 batch sizes" in result.format_text()
+    assert "  note: only 2 batch sizes" in format_analysis(result)
     assert any("critical batch size fit needs at least 3" in n for n in result.steps_notes)
     assert any("--noise-scale" in n for n in result.noise_notes)
 
@@ -221,7 +222,7 @@ def test_unreached_target_and_edge_lr_notes():
 def test_empty_study_and_bad_target():
     result = analyze(optuna.create_study())
     assert result.best == () and result.target_loss is None
-    assert "run `bsopt search` first" in result.format_text()
+    assert "run `bsopt search` first" in format_analysis(result)
     with pytest.raises(UsageError, match="--target-loss"):
         analyze(optuna.create_study(), target_loss=math.nan)
 
@@ -265,7 +266,7 @@ def test_loose_target_upper_bounds_are_left_out_of_the_fit(sqrt_study):
     crit = result.critical_batch
     assert crit is not None and crit.batch_sizes == len(BATCHES) - len(bounded)
     assert crit.b_crit == pytest.approx(B_CRIT, rel=0.15)  # S(B) scales alike for any target
-    assert "<= " in result.format_text()
+    assert "<= " in format_analysis(result)
 
 
 def test_b_crit_outside_the_batch_sizes_is_flagged_as_extrapolation():

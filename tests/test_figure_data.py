@@ -6,6 +6,7 @@ from collections.abc import Callable
 import pytest
 
 from bsopt import figure_data
+from bsopt.analysis import best_by_batch
 from bsopt.records import TrialRecord
 
 BATCHES = [16, 32, 64, 128]
@@ -63,7 +64,7 @@ def test_best_by_batch_picks_the_lowest_complete_trial_per_batch():
     # A pruned trial with a lower loss and a diverged complete one must not win.
     records.append(rec(100, 32, 0.5, 0.0, state="PRUNED"))
     records.append(rec(101, 64, 0.9, math.nan))
-    best = figure_data.best_by_batch(records)
+    best = best_by_batch(records)
     assert [b.batch_size for b in best] == BATCHES
     assert [b.lr for b in best] == pytest.approx([linear(b) for b in BATCHES])
     losses = [0.1 + 0.01 * math.log2(b) for b in BATCHES]
@@ -78,26 +79,26 @@ def test_best_by_batch_picks_the_lowest_complete_trial_per_batch():
 
 def test_final_loss_is_the_last_epoch_and_none_when_it_diverged():
     diverged = TrialRecord(0, "COMPLETE", 16, 1e-3, 0.4, val_loss=[0.5, 0.4, math.nan])
-    assert figure_data.final_loss(diverged) is None
-    assert figure_data.final_loss(rec(1, 16, 1e-3, 0.25)) == pytest.approx(0.25)
+    assert diverged.final_loss is None
+    assert rec(1, 16, 1e-3, 0.25).final_loss == pytest.approx(0.25)
     # No curve recorded (not a bsopt trial): the objective value stands in.
-    assert figure_data.final_loss(TrialRecord(2, "COMPLETE", 16, 1e-3, 0.7)) == 0.7
-    assert figure_data.final_loss(TrialRecord(3, "COMPLETE", 16, 1e-3, math.inf)) is None
+    assert TrialRecord(2, "COMPLETE", 16, 1e-3, 0.7).final_loss == 0.7
+    assert TrialRecord(3, "COMPLETE", 16, 1e-3, math.inf).final_loss is None
     # The diverged trial has the lowest loss at epoch 2 but cannot be the best.
-    (best,) = figure_data.best_by_batch([diverged, rec(1, 16, 1e-2, 0.45)])
+    (best,) = best_by_batch([diverged, rec(1, 16, 1e-2, 0.45)])
     assert best.trial == 1 and best.complete_trials == 1
 
 
 def test_train_seconds_prefers_the_recorded_total():
     record = rec(0, 16, 1e-3, 0.5, seconds=2.0)
-    assert figure_data.train_seconds(record) == pytest.approx(6.0)
+    assert record.total_seconds == pytest.approx(6.0)
     timed = TrialRecord(1, "COMPLETE", 16, 1e-3, 0.5, epoch_seconds=[1.0], train_seconds=9.5)
-    assert figure_data.train_seconds(timed) == 9.5
-    assert figure_data.train_seconds(TrialRecord(2, "COMPLETE", 16, 1e-3, 0.5)) is None
+    assert timed.total_seconds == 9.5
+    assert TrialRecord(2, "COMPLETE", 16, 1e-3, 0.5).total_seconds is None
 
 
 def test_best_lr_at_the_edge_of_the_lrs_tried_is_flagged():
-    best = figure_data.best_by_batch(
+    best = best_by_batch(
         [rec(0, 32, 1e-3, 0.9), rec(1, 32, 1e-2, 0.5), rec(2, 32, 1e-1, 0.3),
          rec(3, 64, 1e-2, 0.4)]
     )
@@ -109,7 +110,7 @@ def test_best_lr_at_the_edge_of_the_lrs_tried_is_flagged():
 
 @pytest.mark.parametrize("rule, exact", [(linear, 1.0), (sqrt, 0.5)])
 def test_scaling_lines_have_fixed_slopes_and_fit_the_matching_rule(rule, exact):
-    lines = figure_data.scaling_lines(figure_data.best_by_batch(planted(rule)))
+    lines = figure_data.scaling_lines(best_by_batch(planted(rule)))
     assert [line.exponent for line in lines] == [1.0, 0.5]
     for line in lines:
         slope = (math.log10(line.lr_at(256)) - math.log10(line.lr_at(16))) / math.log10(16)
@@ -122,12 +123,12 @@ def test_scaling_lines_have_fixed_slopes_and_fit_the_matching_rule(rule, exact):
 
 
 def test_scaling_lines_least_squares_intercept():
-    best = figure_data.best_by_batch([rec(0, 16, 1e-3, 0.1), rec(1, 64, 1e-2, 0.1)])
+    best = best_by_batch([rec(0, 16, 1e-3, 0.1), rec(1, 64, 1e-2, 0.1)])
     linear_line = figure_data.scaling_lines(best)[0]
     # log10 lr - log10 B = (-3 - 1.204) and (-2 - 1.806): the intercept is their mean.
     expected = ((-3 - math.log10(16)) + (-2 - math.log10(64))) / 2
     assert linear_line.intercept == pytest.approx(expected)
-    assert figure_data.scaling_lines(figure_data.best_by_batch([rec(0, 16, 1e-3, 0.1)])) == []
+    assert figure_data.scaling_lines(best_by_batch([rec(0, 16, 1e-3, 0.1)])) == []
 
 
 def test_surface_grid_interpolates_through_the_trials():
@@ -219,7 +220,7 @@ def test_ticks_are_in_real_units():
 def test_best_by_batch_ignores_trials_without_loss():
     records = [TrialRecord(0, "COMPLETE", 32, 0.1, None),
                TrialRecord(1, "COMPLETE", 32, 0.2, 0.5, val_loss=[0.9, 0.5])]
-    (best,) = figure_data.best_by_batch(records)
+    (best,) = best_by_batch(records)
     assert best.trial == 1 and best.lrs_tried == 1 and not best.lr_at_edge
 
 

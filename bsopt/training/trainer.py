@@ -211,9 +211,10 @@ class Trainer:
         )
         if self.noise is not None:
             estimator = self.noise[1]
-            result.noise_scale = _finite_or_none(estimator.noise_scale)
-            result.grad_sq_norm = _finite_or_none(estimator.grad_sq_norm)
-            result.grad_trace = _finite_or_none(estimator.trace)
+            # Finite or None: the estimator refuses non-finite measurements.
+            result.noise_scale = estimator.noise_scale
+            result.grad_sq_norm = estimator.grad_sq_norm
+            result.grad_trace = estimator.trace
         self.history.epochs.append(result)
         return result
 
@@ -237,6 +238,3 @@ class Trainer:
         self.steps = int(state["steps"])
         self.history = History([EpochResult(**e) for e in state["history"]])
 
-
-def _finite_or_none(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None

@@ -1,8 +1,4 @@
-"""``bsopt analyze`` as text: the tables, fits and verdicts of a :class:`StudyAnalysis`.
-
-Also the few word helpers (plurals, lists of batch sizes) that the analysis uses to write
-its notes, so that the notes and the tables speak alike.
-"""
+"""``bsopt analyze`` as text: the tables, fits and verdicts of a :class:`StudyAnalysis`."""
 
 from __future__ import annotations
 
@@ -10,30 +6,12 @@ import math
 import statistics
 import textwrap
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
 
-from bsopt.console import table
-
-if TYPE_CHECKING:  # bsopt.analysis imports this module
-    from bsopt.analysis import StudyAnalysis
+from bsopt.analysis.study import StudyAnalysis
+from bsopt.text import plural, table
 
 NOTE_WIDTH = 98
 NOISE_COLUMNS = 8  # epochs of the noise-scale table; longer runs show 8 spread evenly
-
-
-def plural(n: int, one: str, many: str) -> str:
-    """``one`` if ``n`` is 1, else ``many``."""
-    return one if n == 1 else many
-
-
-def sizes_text(batch_sizes: Iterable[int]) -> str:
-    """``16, 32, 64``."""
-    return ", ".join(str(b) for b in batch_sizes)
-
-
-def batch_sizes_text(batch_sizes: Sequence[int]) -> str:
-    """``batch size 16`` or ``batch sizes 16, 32``."""
-    return f"batch {plural(len(batch_sizes), 'size', 'sizes')} {sizes_text(batch_sizes)}"
 
 
 def _num(value: float | None, spec: str = ".4g") -> str:
@@ -121,7 +99,7 @@ def _noise_section(a: StudyAnalysis) -> list[str]:
     return lines + _notes(a.noise_notes)
 
 
-def format_text(a: StudyAnalysis) -> str:
+def format_analysis(a: StudyAnalysis) -> str:
     """The analysis as the CLI prints it: a summary line, then one section per question."""
     sizes = sorted({b.batch_size for b in a.best} | {r.batch_size for r in a.steps_to_target})
     lines = [f"Study {a.study_name or '(unnamed)'}: {a.complete_trials} complete and "

@@ -1,0 +1,177 @@
+"""A study's answers gathered: :func:`analyze` and its :class:`StudyAnalysis`.
+
+Where the study holds too little data for a quantity, the analysis says what is missing and
+what to run instead of guessing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from bsopt.analysis.best_lr import BestRun, best_by_batch
+from bsopt.analysis.curves import (
+    TARGET_SLACK,
+    NoiseScaleSeries,
+    StepsToTarget,
+    default_target,
+    noise_scale_by_batch,
+    steps_to_target,
+)
+from bsopt.analysis.fits import (
+    MIN_BATCH_SIZES,
+    CriticalBatch,
+    ScalingFit,
+    fit_critical_batch,
+    fit_lr_scaling,
+)
+from bsopt.errors import UsageError
+from bsopt.records import TrialRecord, json_ready, study_records
+from bsopt.text import batch_sizes_text, plural, sizes_text
+
+
+@dataclass(frozen=True)
+class StudyAnalysis:
+    """Everything :func:`analyze` found, with notes on what is missing and what to run."""
+
+    study_name: str | None
+    complete_trials: int
+    pruned_trials: int
+    best: tuple[BestRun, ...]
+    lr_scaling: ScalingFit | None
+    lr_notes: tuple[str, ...]
+    target_loss: float | None
+    target_rule: str
+    steps_to_target: tuple[StepsToTarget, ...]
+    unreached: tuple[int, ...]  # batch sizes whose curves never reached the target
+    critical_batch: CriticalBatch | None
+    steps_notes: tuple[str, ...]
+    noise_scale: tuple[NoiseScaleSeries, ...]
+    noise_notes: tuple[str, ...]
+    notes: tuple[str, ...]  # about the study as a whole
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready values (non-finite floats become None)."""
+        return json_ready(self)
+
+
+def analyze_records(
+    records: Iterable[TrialRecord], *, target_loss: float | None = None,
+    study_name: str | None = None,
+) -> StudyAnalysis:
+    """Analyze trial records (see :func:`analyze`)."""
+    if target_loss is not None and not math.isfinite(target_loss):
+        raise UsageError(f"--target-loss must be a finite number, got {target_loss}")
+    records = list(records)
+    notes = []
+    if not records:
+        notes.append("the study has no complete or pruned trials yet: run `bsopt search` first")
+
+    best = best_by_batch(records)
+    lr_notes, fit = [], None
+    if len(best) >= MIN_BATCH_SIZES:
+        fit = fit_lr_scaling([b.batch_size for b in best], [b.lr for b in best])
+    elif records:
+        lr_notes.append(
+            f"only {len(best)} batch {plural(len(best), 'size has', 'sizes have')} complete "
+            f"trials ({sizes_text(b.batch_size for b in best) or 'none'}); the lr scaling fit "
+            f"needs at least {MIN_BATCH_SIZES}: run more trials or widen --batch-size")
+    single = [b.batch_size for b in best if b.lrs_tried == 1]
+    if single:
+        lr_notes.append(f"only one lr was tried at {batch_sizes_text(single)}: run more trials "
+                        "there so the best lr is a choice, not the only option")
+    edge = [b.batch_size for b in best if b.lr_at_edge]
+    if edge:
+        lr_notes.append(f"the best lr at {batch_sizes_text(edge)} is the smallest or largest "
+                        "lr tried there, so the optimum may lie outside: widen --lr or run more "
+                        "trials")
+
+    steps_notes: list[str] = []
+    no_steps = sorted({r.batch_size for r in records if r.val_loss and not r.steps})
+    if no_steps:
+        steps_notes.append(f"trials at {batch_sizes_text(no_steps)} have no per-epoch `steps` "
+                           "record, so they are left out of steps-to-target")
+    if target_loss is not None:
+        target, rule = target_loss, "given"
+    else:
+        target = default_target(records)
+        rule = f"default: {TARGET_SLACK:g} x the worst per-batch-size best val loss"
+    rows: list[StepsToTarget] = []
+    unreached: list[int] = []
+    critical = None
+    if target is None:
+        if records:
+            steps_notes.append("no trial has a val loss curve with steps: run `bsopt search`, "
+                               "whose training loop records them")
+    else:
+        rows, unreached = steps_to_target(records, target)
+        critical = _critical_batch(rows, unreached, target, steps_notes)
+
+    noise = noise_scale_by_batch(records)
+    noise_notes = []
+    if not noise and records:
+        noise_notes.append("no trial measured the gradient noise scale: run trials with "
+                           "--noise-scale (it splits each batch into micro-batches)")
+    return StudyAnalysis(
+        study_name=study_name,
+        complete_trials=sum(r.state == "COMPLETE" for r in records),
+        pruned_trials=sum(r.state == "PRUNED" for r in records),
+        best=tuple(best), lr_scaling=fit, lr_notes=tuple(lr_notes),
+        target_loss=target, target_rule=rule, steps_to_target=tuple(rows),
+        unreached=tuple(unreached), critical_batch=critical, steps_notes=tuple(steps_notes),
+        noise_scale=tuple(noise), noise_notes=tuple(noise_notes), notes=tuple(notes),
+    )
+
+
+def _critical_batch(
+    rows: list[StepsToTarget], unreached: list[int], target: float, notes: list[str]
+) -> CriticalBatch | None:
+    """Fit S(B) to the interpolated rows, appending to ``notes`` what limits the fit."""
+    if unreached:
+        notes.append(f"{batch_sizes_text(unreached)} never reached val loss {target:.4g}: "
+                     "give those trials more --epochs, or pass a looser --target-loss")
+    bounded = [r.batch_size for r in rows if r.upper_bound]
+    if bounded:
+        notes.append(f"{batch_sizes_text(bounded)} reached the target at the first recorded "
+                     "epoch, so those steps are only upper bounds, left out of the fit: "
+                     "pass a lower --target-loss")
+    usable = [r for r in rows if not r.upper_bound]
+    if len(usable) < MIN_BATCH_SIZES:
+        notes.append(
+            f"only {len(usable)} batch {plural(len(usable), 'size reaches', 'sizes reach')} the "
+            f"target within its epochs; the critical batch size fit needs at least "
+            f"{MIN_BATCH_SIZES}: run more batch sizes (widen --batch-size) or more --epochs")
+        return None
+    try:
+        fit = fit_critical_batch([r.batch_size for r in usable], [r.steps for r in usable])
+    except (RuntimeError, ValueError) as exc:  # curve_fit did not converge
+        notes.append(f"the fit of S(B) = S_min (1 + B_crit/B) failed ({exc}): run more batch "
+                     "sizes or lrs")
+        return None
+    low, high = usable[0].batch_size, usable[-1].batch_size
+    if not low <= fit.b_crit <= high:
+        notes.append(f"B_crit = {fit.b_crit:.3g} lies outside the batch sizes fitted "
+                     f"({low}..{high}), so it is an extrapolation: widen --batch-size")
+    return fit
+
+
+def analyze(study: optuna.Study, *, target_loss: float | None = None) -> StudyAnalysis:
+    """Analyze a bsopt study: lr scaling law, steps to target, critical batch size, noise scale.
+
+    Args:
+        study: A study whose trials follow :mod:`bsopt.records` (``batch_size``, ``lr``,
+            per-epoch ``val_loss``, ``train_loss``, ``steps``, ``noise_scale``).
+        target_loss: Validation loss for steps-to-target; None picks
+            ``TARGET_SLACK`` x the worst of the per-batch-size best val losses.
+
+    Example::
+
+        result = analyze(optuna.load_study(study_name="digits-cnn", storage=url))
+        print(format_analysis(result))
+    """
+    return analyze_records(study_records(study), target_loss=target_loss,
+                           study_name=study.study_name)
