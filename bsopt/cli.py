@@ -228,8 +228,8 @@ def add_report(sub: Any) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bsopt.report import write_report
     from bsopt.summaries import open_existing
+    from bsopt.visualization.report import write_report
 
     path = write_report(open_existing(args.storage, args.study_name), args.output)
     print(f"wrote {path}")

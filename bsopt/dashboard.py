@@ -19,8 +19,8 @@ import optuna
 from plotly import graph_objects as go
 
 from bsopt.errors import UsageError
-from bsopt.plots import study_figures
 from bsopt.records import CONFIG_ATTR
+from bsopt.visualization.figures import study_figures
 
 GRAPH_ID_PREFIX = "bsopt-"
 
@@ -37,7 +37,8 @@ def attach_figures(study: optuna.Study, figures: dict[str, go.Figure] | None = N
 
     Args:
         study: The study; its storage is written (one system attribute per 2 kB of figure).
-        figures: The figures by key; default :func:`bsopt.plots.study_figures` of the study.
+        figures: The figures by key; default: every figure of the study
+            (:func:`bsopt.visualization.figures.study_figures`).
 
     Returns:
         The number of figures attached.

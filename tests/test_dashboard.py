@@ -17,9 +17,9 @@ from optuna_dashboard._custom_plot_data import SYSTEM_ATTR_PLOT_DATA, get_plotly
 from bsopt import dashboard
 from bsopt.cli import main
 from bsopt.errors import UsageError
-from bsopt.plots import FIGURE_KEYS, study_figures
 from bsopt.records import CONFIG_ATTR
 from bsopt.storage import make_storage
+from bsopt.visualization.figures import FIGURE_KEYS, study_figures
 
 STUDY = "test-dashboard-a"
 

@@ -27,8 +27,8 @@ from PIL import Image
 from playwright.sync_api import sync_playwright
 
 from bsopt.config import build_config
-from bsopt.plots import FIGURE_KEYS, study_figures
 from bsopt.search import search
+from bsopt.visualization.figures import FIGURE_KEYS, study_figures
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -5,9 +5,9 @@ from collections.abc import Callable
 
 import pytest
 
-from bsopt import figure_data
 from bsopt.analysis import best_by_batch
 from bsopt.records import TrialRecord
+from bsopt.visualization import figure_data
 
 BATCHES = [16, 32, 64, 128]
 LR_FACTORS = [0.25, 0.5, 1.0, 2.0, 4.0]  # around each batch size's best lr

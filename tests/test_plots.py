@@ -9,7 +9,8 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
-from bsopt import plots
+from bsopt.visualization.figures import FIGURE_KEYS, study_figures
+from bsopt.visualization.layout import batch_colors
 
 BATCHES = [16, 32, 64, 128]
 LR_FACTORS = [0.25, 0.5, 1.0, 2.0, 4.0]  # around each batch size's best lr
@@ -36,14 +37,14 @@ def grid_study(make_trial) -> optuna.Study:
 
 
 def test_batch_colors_are_sequential_in_log_batch():
-    colors = plots.batch_colors([16, 256, 64, 16])
+    colors = batch_colors([16, 256, 64, 16])
     assert list(colors) == [16, 64, 256]
     assert len(set(colors.values())) == 3
     # Viridis runs purple (68, 1, 84) -> teal -> yellow (253, 231, 37): green grows with log2 B.
     assert colors[16] == "rgb(68, 1, 84)" and colors[256] == "rgb(253, 231, 37)"
     greens = [int(colors[b].strip("rgb()").split(",")[1]) for b in (16, 64, 256)]
     assert greens[0] < greens[1] < greens[2]
-    assert plots.batch_colors([32]) and plots.batch_colors([]) == {}
+    assert batch_colors([32]) and batch_colors([]) == {}
 
 
 def _no_nan_json(figure: go.Figure) -> dict:
@@ -56,8 +57,8 @@ def _no_nan_json(figure: go.Figure) -> dict:
 
 
 def test_figures_show_the_data(grid_study):
-    figures = plots.study_figures(grid_study)
-    assert tuple(figures) == plots.FIGURE_KEYS
+    figures = study_figures(grid_study)
+    assert tuple(figures) == FIGURE_KEYS
     for figure in figures.values():
         _no_nan_json(figure)
         assert figure.layout.title.text
@@ -158,8 +159,8 @@ COMPLETE, PRUNED = TrialState.COMPLETE, TrialState.PRUNED
 def test_degenerate_studies_say_what_is_missing(specs, says, make_trial):
     study = optuna.create_study()
     add_trials(study, make_trial, specs)
-    figures = plots.study_figures(study)
-    assert tuple(figures) == plots.FIGURE_KEYS
+    figures = study_figures(study)
+    assert tuple(figures) == FIGURE_KEYS
     for key, text in says.items():
         notes = [a.text for a in figures[key].layout.annotations]
         assert any(text in n for n in notes), (key, notes)
@@ -171,6 +172,6 @@ def test_a_loss_surface_with_non_positive_losses_keeps_a_linear_colour_scale(mak
     study = optuna.create_study()  # a user's objective may go below zero
     for b, lr, loss in ((16, 1e-3, -1.0), (64, 1e-3, 0.5), (16, 1e-2, 1.0)):
         study.add_trial(make_trial(b, lr, [loss]))
-    contour, complete = plots.study_figures(study)["loss_surface"].data[:2]
+    contour, complete = study_figures(study)["loss_surface"].data[:2]
     assert (contour.zmin, contour.zmax) == (-1.0, 1.0) and contour.colorbar.tickvals is None
     assert list(complete.marker.color) == [-1.0, 0.5, 1.0]

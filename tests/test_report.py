@@ -7,10 +7,10 @@ import pytest
 from optuna.trial import TrialState
 
 from bsopt.cli import main
-from bsopt.plots import FIGURE_KEYS
 from bsopt.records import CONFIG_ATTR
-from bsopt.report import write_report
 from bsopt.storage import make_storage
+from bsopt.visualization.figures import FIGURE_KEYS
+from bsopt.visualization.report import write_report
 
 DEFINITION = {
     "study_name": "digits-<cnn>",

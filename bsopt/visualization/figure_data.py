@@ -1,9 +1,10 @@
 """The data behind bsopt's figures, computed from trial records alone.
 
 Pure functions from :class:`~bsopt.records.TrialRecord` lists to plain dataclasses of numbers
-and lists: :mod:`bsopt.plots` turns them into Plotly figures, :mod:`bsopt.analysis` builds its
-answers on the same per-batch-size selection (:func:`best_by_batch`), and the tests check
-them by value. Nothing here raises on a small or odd study: missing data is an empty result.
+and lists, which the figure modules turn into Plotly figures and the tests check by value.
+The per-batch-size selection of the best lr is the analysis's own
+(:func:`bsopt.analysis.best_by_batch`), so figures and answers agree. Nothing here raises on
+a small or odd study: missing data is an empty result.
 """
 
 from __future__ import annotations

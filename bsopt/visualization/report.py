@@ -18,9 +18,9 @@ import plotly.graph_objects as go
 from optuna.trial import TrialState
 
 from bsopt.errors import UsageError
-from bsopt.plots import figures_from_records
 from bsopt.records import CONFIG_ATTR, study_records, trial_record
 from bsopt.study import best_trials, state_counts
+from bsopt.visualization.figures import figures_from_records
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
