@@ -25,6 +25,7 @@ from bsopt.checkpoints import (
     save_checkpoint,
 )
 from bsopt.config import StudyConfig
+from bsopt.internals import storage_of, trial_id
 from bsopt.space import suggest
 from bsopt.training.data import TensorData
 from bsopt.training.models import build_model
@@ -43,7 +44,7 @@ def _report_missing_epochs(trial: optuna.Trial, trainer: Trainer) -> None:
     curve is the checkpoint's, including an epoch that the dead worker checkpointed but was
     killed before reporting.
     """
-    reported = trial.study._storage.get_trial(trial._trial_id).intermediate_values
+    reported = storage_of(trial.study).get_trial(trial_id(trial)).intermediate_values
     for epoch in trainer.history.epochs:
         if epoch.epoch not in reported:
             trial.report(epoch.val_loss, epoch.epoch)

@@ -18,6 +18,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from bsopt.internals import study_id
+
 # Study user attributes: the study definition (``StudyConfig.definition()``), written last
 # when a study is created, and the study's unique id (checkpoints are keyed by it).
 CONFIG_ATTR = "bsopt_config"
@@ -122,7 +124,7 @@ def json_ready(value: Any) -> Any:
 
 def study_uid(study: optuna.Study) -> str:
     """The study's unique id: ``bsopt_uid``, or ``study<id>`` for a study made before uids."""
-    return study.user_attrs.get(UID_ATTR) or f"study{study._study_id}"
+    return study.user_attrs.get(UID_ATTR) or f"study{study_id(study)}"
 
 
 def effective_lr(trial: FrozenTrial) -> float | None:

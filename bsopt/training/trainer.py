@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bsopt.internals import fused_optimizer_devices
 from bsopt.training.data import TensorData
 
 EVAL_BATCH = 2048
@@ -89,9 +90,7 @@ def make_optimizer(name: str, params: Any, lr: float, momentum: float) -> torch.
 
 
 def _can_fuse(params: list[Any]) -> bool:
-    from torch.optim.optimizer import _get_fused_kernels_supported_devices
-
-    devices = set(_get_fused_kernels_supported_devices())
+    devices = set(fused_optimizer_devices())
     return bool(params) and all(
         isinstance(p, torch.Tensor) and p.is_floating_point() and p.device.type in devices
         for p in params
