@@ -50,11 +50,11 @@ class DatabaseArtifactStore:
     """
 
     def __init__(self, url: str) -> None:
-        url = sqlalchemy_url(url)
+        self.url = url = sqlalchemy_url(url)
         self.engine = sqlalchemy.create_engine(url, **engine_kwargs(url))
         if self.engine.dialect.name == "sqlite":
             configure_sqlite_engine(self.engine)
-        call_with_retry(self._create_table, what="create artifact table")
+        call_with_retry(self._create_table, what="create artifact table", url=url)
 
     def _create_table(self) -> None:
         try:
@@ -77,7 +77,7 @@ class DatabaseArtifactStore:
             with self.engine.connect() as connection:
                 return connection.execute(query).scalar_one_or_none()
 
-        data = call_with_retry(read, what="read artifact")
+        data = call_with_retry(read, what="read artifact", url=self.url)
         if data is None:
             raise ArtifactNotFound(f"artifact {artifact_id!r} not found")
         return io.BytesIO(data)
@@ -96,7 +96,7 @@ class DatabaseArtifactStore:
             with self.engine.begin() as connection:
                 connection.execute(upsert)
 
-        call_with_retry(store, what="write artifact")
+        call_with_retry(store, what="write artifact", url=self.url)
 
     def remove(self, artifact_id: str) -> None:
         """Delete ``artifact_id``.
@@ -110,7 +110,7 @@ class DatabaseArtifactStore:
             with self.engine.begin() as connection:
                 return connection.execute(delete).rowcount
 
-        if not call_with_retry(remove, what="remove artifact"):
+        if not call_with_retry(remove, what="remove artifact", url=self.url):
             raise ArtifactNotFound(f"artifact {artifact_id!r} not found")
 
     def artifact_ids(self) -> list[str]:
@@ -122,4 +122,4 @@ class DatabaseArtifactStore:
             with self.engine.connect() as connection:
                 return list(connection.execute(query).scalars())
 
-        return call_with_retry(read, what="list artifacts")
+        return call_with_retry(read, what="list artifacts", url=self.url)

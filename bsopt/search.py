@@ -24,13 +24,20 @@ import torch
 
 from bsopt.checkpoints import make_artifact_store
 from bsopt.config import StudyConfig
+from bsopt.errors import DiskFull
 from bsopt.interrupts import stop_on_signals
 from bsopt.objective import ModelFactory, Objective
-from bsopt.storage import make_storage, mask_url, resolve_url
+from bsopt.storage import holds_optuna_tables, make_storage, mask_url, resolve_url
 from bsopt.study import budget_left, config_in_force, open_study, state_counts
 from bsopt.training.data import TensorData, load_dataset
 from bsopt.training.device import resolve_device, threads_per_worker
-from bsopt.worker import TooManyFailures, WorkerResult, retry_failed_trial, run_worker
+from bsopt.worker import (
+    StorageFull,
+    TooManyFailures,
+    WorkerResult,
+    retry_failed_trial,
+    run_worker,
+)
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 
@@ -87,8 +94,9 @@ def _child_worker(config: StudyConfig, stop: Any, events: Any, index: int,
                                      worker_name=name)
             events.put({"event": "worker_done", "worker": index,
                         "interrupted_trial": result.interrupted_trial})
-        except TooManyFailures as exc:
-            events.put({"event": "worker_error", "worker": index, "error": str(exc)})
+        except (TooManyFailures, StorageFull, DiskFull) as exc:
+            events.put({"event": "worker_error", "worker": index, "error": str(exc),
+                        "disk_full": isinstance(exc, StorageFull | DiskFull)})
         except KeyboardInterrupt:
             events.put({"event": "worker_error", "worker": index, "error": "aborted"})
         except BaseException as exc:  # a bug: say so, and keep the traceback (re-raised)
@@ -104,7 +112,11 @@ def worker_name(index: int) -> str:
 
 def _run_worker_processes(config: StudyConfig, stop: Any, progress: ProgressCallback | None,
                           errors: list[str]) -> bool:
-    """Run ``config.workers`` worker processes; returns True if any was interrupted."""
+    """Run ``config.workers`` worker processes; returns True if any was interrupted.
+
+    Raises:
+        StorageFull: a worker found the disk full (after the others have stopped).
+    """
     context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools
     events = context.Queue()
     threads = threads_per_worker(config.workers)
@@ -121,7 +133,7 @@ def _run_worker_processes(config: StudyConfig, stop: Any, progress: ProgressCall
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-    interrupted, reported = False, set()
+    interrupted, reported, full = False, set(), None
     while len(reported) < len(processes):
         try:
             event = events.get(timeout=1.0)
@@ -135,12 +147,16 @@ def _run_worker_processes(config: StudyConfig, stop: Any, progress: ProgressCall
                 interrupted = True
             if event["event"] == "worker_error":
                 errors.append(f"worker {event['worker']}: {event['error']}")
+            if event.get("disk_full"):
+                full = full or event["error"]
         elif progress is not None:
             progress(event)
     for index, process in enumerate(processes):
         process.join()
         if index not in reported:  # killed (OOM, kill -9): the others retried its trial
             errors.append(f"worker {index}: died with exit code {process.exitcode}")
+    if full is not None:
+        raise StorageFull(full)
     return interrupted or stop.is_set()
 
 
@@ -161,16 +177,22 @@ def search(config: StudyConfig, explicit: dict[str, Any] | None = None, *,
             (not after Ctrl-C or SIGTERM).
 
     Raises:
-        UsageError: bad input (see ``bsopt.config`` and ``bsopt.study``).
+        UsageError: bad input (see ``bsopt.config`` and ``bsopt.study``); ``DiskFull``
+            when the storage's disk is full before any trial ran.
         TooManyFailures: trials keep failing.
+        StorageFull: the disk filled up while trials ran.
     """
-    storage = make_storage(config.storage, stale_trial_callback=retry_failed_trial)
-    # Load the data the study will train on before anything is written, so a dataset that
-    # is absent or a device that is missing leaves the storage untouched.
-    in_force = config_in_force(config, storage, explicit)
+    # Check everything, and load the data the study will train on, before anything is
+    # written: bad input, an absent dataset or a missing device leave the storage as it
+    # was. So the checks read the storage opened as the reading commands open it (a
+    # database without Optuna's tables holds no study to join, and is not opened at all).
+    reader = (make_storage(config.storage, heartbeat=False, create=False)
+              if holds_optuna_tables(config.storage) else None)
+    in_force = config_in_force(config, reader, explicit)
     data = load_dataset(in_force.dataset, data_dir=in_force.data_dir,
                         max_train_samples=in_force.max_train_samples,
                         device=resolve_device(in_force.device))
+    storage = make_storage(config.storage, stale_trial_callback=retry_failed_trial)
     study, config = open_study(config, storage, explicit)
     errors: list[str] = []
     if config.workers == 1:

@@ -9,7 +9,12 @@
 
 Both RDB storages are a :class:`ResilientRDBStorage`: a call that fails because the
 database connection was lost or refused (a server restart, a network blip, a lock held too
-long) is repeated with back-off for up to ``$BSOPT_STORAGE_RETRY_SECONDS`` (120 s).
+long) is repeated with back-off for up to ``$BSOPT_STORAGE_RETRY_SECONDS`` (120 s). What
+waiting cannot heal (a full disk, a file that is not a database or is damaged) is said at
+once in one line naming the file (``UsageError``; ``DiskFull`` for the disk).
+
+Reading commands open a storage with ``create=False``: nothing is written to it, not even
+Optuna's tables, so a mistyped path or a file that holds something else stays as it was.
 
 RDB storages record heartbeats every ``$BSOPT_HEARTBEAT_SECONDS`` (10 s); a trial whose
 worker died is failed after ``$BSOPT_GRACE_SECONDS`` (30 s) without one and retried
@@ -23,6 +28,8 @@ import contextlib
 import logging
 import os
 import random
+import re
+import socket
 import sqlite3
 import time
 import warnings
@@ -38,6 +45,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
 from bsopt.errors import UsageError
+from bsopt.storage_errors import is_connection_error, permanent_error, sqlite_code
 
 DEFAULT_STORAGE = "sqlite:///bsopt.db"
 STORAGE_ENV = "BSOPT_STORAGE"
@@ -45,6 +53,9 @@ HEARTBEAT_ENV, HEARTBEAT_SECONDS = "BSOPT_HEARTBEAT_SECONDS", 10
 GRACE_ENV, GRACE_SECONDS = "BSOPT_GRACE_SECONDS", 30
 RETRY_ENV, RETRY_SECONDS = "BSOPT_STORAGE_RETRY_SECONDS", 120.0
 MAX_BACKOFF_SECONDS = 5.0
+OPTUNA_TABLES = frozenset({"studies", "trials", "version_info"})  # present in every version
+MEMORY_SQLITE = ("in-memory SQLite cannot be shared by workers or kept: "
+                 "use sqlite:///FILE.db")
 
 StaleTrialCallback = Callable[[optuna.Study, FrozenTrial], None]
 T = TypeVar("T")
@@ -57,15 +68,19 @@ def resolve_url(url: str | None) -> str:
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ``***`` (for output and logs)."""
-    try:
-        parsed = make_url(url)
-    except Exception:  # not an SQLAlchemy URL (e.g. grpc://): mask by hand
-        parts = urlsplit(url)
-        if parts.password:
-            return url.replace(f":{parts.password}@", ":***@", 1)
-        return url
-    return parsed.render_as_string(hide_password=True)
+    """The URL with its password replaced by ``***`` (for output and logs).
+
+    Any scheme (sqlite, postgresql+driver, grpc). The credentials end at the *last* ``@``,
+    as for ``urllib``: a password holding an unescaped ``@``, ``:`` or ``/`` is hidden
+    whole (SQLAlchemy's parser would show what follows its first ``@``). A
+    ``password=`` query parameter is hidden too.
+    """
+    scheme, separator, rest = url.partition("://")
+    userinfo, at, host_and_path = rest.rpartition("@")
+    user, colon, _password = userinfo.partition(":")
+    if separator and at and colon and "/" not in user:
+        url = f"{scheme}://{user}:***@{host_and_path}"
+    return re.sub(r"(?i)([?&]password=)[^&]*", r"\1***", url)
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -77,7 +92,7 @@ def sqlalchemy_url(url: str) -> str:
 
 
 def sqlite_database_path(url: str) -> Path | None:
-    """The database file of an ``sqlite:///`` URL, or None for other storages."""
+    """The database file of an ``sqlite:///`` URL, or None for other storages (and memory)."""
     if not url.startswith("sqlite"):
         return None
     database = make_url(url).database
@@ -104,33 +119,14 @@ def env_seconds(name: str, default: float) -> float:
 
 # --- retrying on a lost connection ---------------------------------------------------------
 
-def is_connection_error(exc: BaseException | None) -> bool:
-    """Whether ``exc`` (or what it was raised from) is a lost, refused or busy connection.
-
-    Optuna turns SQLAlchemy errors into ``StorageInternalError`` raised from them; psycopg's
-    and sqlite3's connection, shutdown and lock errors are DBAPI ``OperationalError``s. A
-    session whose connection died mid-transaction fails its next statement with
-    ``PendingRollbackError`` (Optuna's ``_get_trials`` falls back to a second query on the
-    same session): that is the lost connection too, and Optuna rolls the session back.
-    """
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, sqlalchemy.exc.PendingRollbackError):
-            return True
-        if isinstance(exc, sqlalchemy.exc.DBAPIError):
-            return bool(exc.connection_invalidated) or isinstance(
-                exc, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError))
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
 def call_with_retry(call: Callable[[], T], *, what: str = "storage call",
-                    seconds: float | None = None) -> T:
+                    seconds: float | None = None, url: str | None = None) -> T:
     """``call()``, repeated with exponential back-off while it fails on a lost connection.
 
     Other errors, and a connection still lost after ``seconds`` (default
-    ``$BSOPT_STORAGE_RETRY_SECONDS``), are raised.
+    ``$BSOPT_STORAGE_RETRY_SECONDS``), are raised; with the storage's ``url`` given, those
+    that no wait can heal are raised as the one-line ``UsageError`` of
+    :func:`permanent_error`.
     """
     deadline = time.monotonic() + (seconds if seconds is not None
                                    else env_seconds(RETRY_ENV, RETRY_SECONDS))
@@ -140,6 +136,8 @@ def call_with_retry(call: Callable[[], T], *, what: str = "storage call",
             result = call()
         except Exception as exc:
             if not is_connection_error(exc) or time.monotonic() + delay > deadline:
+                if url is not None and (error := permanent_error(exc, url)) is not None:
+                    raise error from exc
                 raise
             failures += 1
             if failures == 1:
@@ -156,7 +154,23 @@ def call_with_retry(call: Callable[[], T], *, what: str = "storage call",
 
 def _retried(method: Callable[..., T]) -> Callable[..., T]:
     def wrapper(self: RDBStorage, *args: Any, **kwargs: Any) -> T:
-        return call_with_retry(lambda: method(self, *args, **kwargs), what=method.__name__)
+        return call_with_retry(lambda: method(self, *args, **kwargs), what=method.__name__,
+                               url=self.url)
+
+    wrapper.__name__ = method.__name__
+    wrapper.__doc__ = method.__doc__
+    return wrapper
+
+
+def _explained(method: Callable[..., T]) -> Callable[..., T]:
+    """``method`` raising the one-line error for what waiting cannot heal; not repeated."""
+    def wrapper(self: RDBStorage, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as exc:
+            if (error := permanent_error(exc, self.url)) is not None:
+                raise error from exc
+            raise
 
     wrapper.__name__ = method.__name__
     wrapper.__doc__ = method.__doc__
@@ -179,6 +193,8 @@ class ResilientRDBStorage(RDBStorage):
       attributes) already present in the study is not added again.
 
     Heartbeats are not repeated: the heartbeat thread simply beats again next interval.
+    Every call, heartbeats included, raises what waiting cannot heal (a full disk, a damaged
+    file) as the one-line error of :func:`permanent_error`.
     """
 
     def set_trial_state_values(self, trial_id: int, state: TrialState,
@@ -197,7 +213,7 @@ class ResilientRDBStorage(RDBStorage):
                     return True
             return RDBStorage.set_trial_state_values(self, trial_id, state, values)
 
-        return call_with_retry(attempt, what="set_trial_state_values")
+        return call_with_retry(attempt, what="set_trial_state_values", url=self.url)
 
     def _create_new_trial(self, study_id: int,
                           template_trial: FrozenTrial | None = None) -> FrozenTrial:
@@ -213,7 +229,7 @@ class ResilientRDBStorage(RDBStorage):
                         return trial
             return RDBStorage._create_new_trial(self, study_id, template_trial)
 
-        return call_with_retry(attempt, what="create_new_trial")
+        return call_with_retry(attempt, what="create_new_trial", url=self.url)
 
 
 for _name in ("create_new_study", "delete_study", "set_study_user_attr",
@@ -225,6 +241,7 @@ for _name in ("create_new_study", "delete_study", "set_study_user_attr",
               "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials",
               "_get_trials", "get_best_trial", "_get_best_trial_id", "_get_stale_trial_ids"):
     setattr(ResilientRDBStorage, _name, _retried(getattr(RDBStorage, _name)))
+ResilientRDBStorage.record_heartbeat = _explained(RDBStorage.record_heartbeat)  # type: ignore
 
 
 # --- building storages ----------------------------------------------------------------------
@@ -265,9 +282,22 @@ def configure_sqlite_engine(engine: sqlalchemy.engine.Engine) -> None:
     engine.dispose()  # reconnect with the listeners in place
 
 
-def _prepare_sqlite_file(path: Path) -> None:
-    if not path.parent.exists():
+def _sqlite_path(url: str, *, create: bool) -> Path:
+    """The database file of an SQLite URL, refused if none can be made (or read) there."""
+    path = sqlite_database_path(url)
+    if path is None:
+        raise UsageError(MEMORY_SQLITE)
+    if path.is_dir():
+        raise UsageError(f"storage {path} is a directory: give a database file such as "
+                         f"sqlite:///{path / 'bsopt.db'}")
+    if not path.parent.is_dir():
         raise UsageError(f"storage directory {path.parent} does not exist: create it first")
+    if not create and not path.is_file():
+        raise UsageError(f"no study database at {path}: give the --storage your search used")
+    return path
+
+
+def _prepare_sqlite_file(path: Path, url: str) -> None:
     # WAL is a property of the file: readers no longer block the writer. Switching a new
     # file to it needs the file to itself, which processes started together contend for
     # (SQLite answers "locked" at once rather than waiting), so try again for a while.
@@ -278,10 +308,74 @@ def _prepare_sqlite_file(path: Path) -> None:
                 if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                     connection.execute("PRAGMA journal_mode = WAL")
             return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(random.uniform(0.05, 0.2))
+        except sqlite3.Error as exc:
+            if sqlite_code(exc) in ("BUSY", "LOCKED") and time.monotonic() < deadline:
+                time.sleep(random.uniform(0.05, 0.2))
+                continue
+            raise permanent_error(exc, url) or exc from None
+
+
+def _open_error(exc: BaseException, url: str, given: str) -> BaseException:
+    """What to raise for ``exc`` met while opening ``url``: a one-line error if it is one."""
+    if (error := permanent_error(exc, url)) is not None:
+        return error
+    if isinstance(exc, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
+                        optuna.exceptions.StorageInternalError)):
+        reason = str(getattr(exc, "orig", exc) or exc).strip().splitlines()[0]
+        return UsageError(
+            f"cannot reach storage {mask_url(given)}: {reason}; check the URL, or start the "
+            "server (see storage/README.md)"
+        )
+    return exc
+
+
+def _parse_url(given: str) -> str:
+    """The SQLAlchemy URL of an ``sqlite`` or ``postgresql`` storage URL, checked.
+
+    Raises:
+        UsageError: another scheme, or a URL SQLAlchemy cannot parse (a port not a number).
+    """
+    scheme = given.split("://", 1)[0] if "://" in given else ""
+    if scheme.split("+")[0] not in ("sqlite", "postgresql", "postgres"):
+        raise UsageError(
+            f"unsupported storage URL {mask_url(given)!r}: use sqlite:///FILE.db, "
+            "postgresql://USER:PASSWORD@HOST/DB or grpc://HOST:PORT"
+        )
+    url = sqlalchemy_url(given)
+    try:
+        make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise UsageError(f"malformed storage URL {mask_url(given)!r}") from None
+    except ValueError:  # SQLAlchemy's int(port)
+        raise UsageError(f"malformed storage URL {mask_url(given)!r}: the port must be a "
+                         "number") from None
+    return url
+
+
+def holds_optuna_tables(url: str | None) -> bool:
+    """Whether the storage at ``url`` has Optuna's tables already; writes nothing.
+
+    False for an SQLite file that does not exist yet (it is not created) and for an empty
+    database. A gRPC proxy always serves a database that has them.
+
+    Raises:
+        UsageError: the URL is malformed, or the database cannot be reached or read.
+    """
+    given = resolve_url(url)
+    if given.startswith("grpc://"):
+        return True
+    url = _parse_url(given)
+    if url.startswith("sqlite") and not _sqlite_path(url, create=True).exists():
+        return False
+    engine = sqlalchemy.create_engine(url, **engine_kwargs(url))
+    try:
+        with engine.connect() as connection:
+            tables = set(sqlalchemy.inspect(connection).get_table_names())
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise _open_error(exc, url, given) from None
+    finally:
+        engine.dispose()
+    return OPTUNA_TABLES <= tables
 
 
 def make_storage(
@@ -291,6 +385,7 @@ def make_storage(
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
     stale_trial_callback: StaleTrialCallback | None = None,
+    create: bool = True,
 ) -> optuna.storages.BaseStorage:
     """Build the Optuna storage for ``url`` (see the module docstring).
 
@@ -302,26 +397,25 @@ def make_storage(
         grace_period: Seconds without a heartbeat before a running trial is failed (default
             ``$BSOPT_GRACE_SECONDS`` or 30).
         stale_trial_callback: Called with each trial failed for a stale heartbeat.
+        create: Create the SQLite file and Optuna's tables if they are not there yet, and
+            switch the file to WAL. False (reading commands): open only a database that has
+            Optuna's tables, and write nothing while opening it.
 
     Raises:
-        UsageError: the URL is malformed or the storage cannot be reached.
+        UsageError: the URL is malformed, the storage cannot be reached, is not an Optuna
+            database (``create=False``), or is damaged; ``DiskFull`` when its disk is.
     """
     given = resolve_url(url)
-    scheme = given.split("://", 1)[0] if "://" in given else ""
-    if scheme == "grpc":
+    if given.startswith("grpc://"):
         return _grpc_storage(given)
-    if scheme.split("+")[0] not in ("sqlite", "postgresql", "postgres"):
-        raise UsageError(
-            f"unsupported storage URL {mask_url(given)!r}: use sqlite:///FILE.db, "
-            "postgresql://USER:PASSWORD@HOST/DB or grpc://HOST:PORT"
-        )
-    url = sqlalchemy_url(given)
-    try:
-        make_url(url)
-    except sqlalchemy.exc.ArgumentError:
-        raise UsageError(f"malformed storage URL {mask_url(given)!r}") from None
-    if scheme == "sqlite" and (path := sqlite_database_path(url)) is not None:
-        _prepare_sqlite_file(path)
+    url = _parse_url(given)
+    if url.startswith("sqlite"):
+        path = _sqlite_path(url, create=create)
+        if create:
+            _prepare_sqlite_file(path, url)
+    if not create and not holds_optuna_tables(given):
+        raise UsageError(f"{mask_url(given)} is not a bsopt/Optuna database (it has no "
+                         "Optuna tables): give the --storage your search used")
     heartbeat_kwargs: dict[str, Any] = {}
     if heartbeat:
         interval = heartbeat_interval or int(env_seconds(HEARTBEAT_ENV, HEARTBEAT_SECONDS))
@@ -331,15 +425,11 @@ def make_storage(
             "heartbeat_stale_trial_callback": stale_trial_callback,
         }
     try:
-        storage = _create_rdb_storage(url, heartbeat_kwargs)
-    except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
+        storage = _create_rdb_storage(url, heartbeat_kwargs, create=create)
+    except (sqlalchemy.exc.DatabaseError, sqlalchemy.exc.InterfaceError,
             optuna.exceptions.StorageInternalError) as exc:
-        reason = str(getattr(exc, "orig", exc) or exc).strip().splitlines()[0]
-        raise UsageError(
-            f"cannot reach storage {mask_url(given)}: {reason}; check the URL, or start the "
-            "server (see storage/README.md)"
-        ) from None
-    if scheme == "sqlite":
+        raise _open_error(exc, url, given) from None
+    if url.startswith("sqlite"):
         configure_sqlite_engine(storage.engine)
     return storage
 
@@ -347,7 +437,8 @@ def make_storage(
 _CREATION_RACE = ("already exists", "alembic_version", "database is locked")
 
 
-def _create_rdb_storage(url: str, heartbeat_kwargs: dict[str, Any]) -> ResilientRDBStorage:
+def _create_rdb_storage(url: str, heartbeat_kwargs: dict[str, Any], *,
+                        create: bool) -> ResilientRDBStorage:
     # Workers started together on a new database all create Optuna's tables and stamp its
     # schema version at once; the losers of that race fail on a duplicate table, type or
     # version row (or a locked SQLite file), and find the winner's work when they try again.
@@ -356,7 +447,7 @@ def _create_rdb_storage(url: str, heartbeat_kwargs: dict[str, Any]) -> Resilient
             with warnings.catch_warnings():  # "heartbeat_interval is experimental"
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return ResilientRDBStorage(url, engine_kwargs=engine_kwargs(url),
-                                           **heartbeat_kwargs)
+                                           skip_table_creation=not create, **heartbeat_kwargs)
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
                 sqlalchemy.exc.OperationalError) as exc:
             if attempt == 4 or not any(sign in str(exc) for sign in _CREATION_RACE):
@@ -367,17 +458,24 @@ def _create_rdb_storage(url: str, heartbeat_kwargs: dict[str, Any]) -> Resilient
 
 def _grpc_storage(url: str) -> optuna.storages.BaseStorage:
     parts = urlsplit(url)
-    if not parts.hostname or not parts.port:
-        raise UsageError(f"malformed storage URL {url!r}: use grpc://HOST:PORT")
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or beyond 65535
+        port = None
+    if not parts.hostname or not port:
+        raise UsageError(f"malformed storage URL {mask_url(url)!r}: use grpc://HOST:PORT")
+    unreachable = f"cannot reach storage proxy {mask_url(url)}"
+    hint = "start it with `bsopt storage-proxy`"
+    try:  # a refused connection is said at once, not after gRPC's wait for the server
+        socket.create_connection((parts.hostname, port), timeout=10).close()
+    except OSError as exc:
+        raise UsageError(f"{unreachable}: {exc.strerror or exc}; {hint}") from None
     from optuna.storages import GrpcStorageProxy
 
-    storage = GrpcStorageProxy(host=parts.hostname, port=parts.port)
+    storage = GrpcStorageProxy(host=parts.hostname, port=port)
     try:
         storage.wait_server_ready(timeout=10)
         storage.get_all_studies()
     except Exception as exc:  # grpc raises its own RpcError types
-        raise UsageError(
-            f"cannot reach storage proxy {url}: {type(exc).__name__}; start it with "
-            "`bsopt storage-proxy`"
-        ) from None
+        raise UsageError(f"{unreachable}: {type(exc).__name__}; {hint}") from None
     return storage

@@ -48,15 +48,19 @@ def directions(config: StudyConfig) -> list[str]:
     return ["minimize"] * len(config.objectives)
 
 
-def _stored_definition(storage: optuna.storages.BaseStorage, name: str) -> dict[str, Any] | None:
+def _stored_definition(storage: optuna.storages.BaseStorage | None,
+                       name: str) -> dict[str, Any] | None:
     """The definition stored in study ``name``; None if there is no such study (any more).
 
-    Waits while another process creates the study. A half-made study whose creator died
-    is deleted, so that the caller creates it afresh.
+    ``storage`` None is a database that holds no study yet. Waits while another process
+    creates the study. A half-made study whose creator died is deleted, so that the caller
+    creates it afresh.
 
     Raises:
         UsageError: the study exists but was not made by bsopt.
     """
+    if storage is None:
+        return None
     seen: Any = None
     since = time.monotonic()
     while True:
@@ -124,12 +128,13 @@ def load_study(storage: optuna.storages.BaseStorage, name: str,
     return study, config
 
 
-def config_in_force(config: StudyConfig, storage: optuna.storages.BaseStorage,
+def config_in_force(config: StudyConfig, storage: optuna.storages.BaseStorage | None,
                     explicit: dict[str, Any] | None = None) -> StudyConfig:
     """The config a run of ``config`` will use, checked, without writing anything.
 
     For an existing study: its stored definition plus this run's fields, after checking
     that the explicit fields agree with it. For a new one: ``config`` with its budget set.
+    ``storage`` None is a database that holds no study yet (not opened, so not created).
 
     Raises:
         UsageError: the explicit fields contradict the stored definition, or the budget

@@ -9,7 +9,7 @@ import optuna
 
 from bsopt import records
 from bsopt.errors import UsageError
-from bsopt.storage import make_storage, resolve_url, sqlite_database_path
+from bsopt.storage import make_storage
 from bsopt.study import best_trials, state_counts
 
 COUNT_STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
@@ -32,14 +32,15 @@ class StudyListing:
 
 
 def open_existing_storage(storage_url: str | None) -> optuna.storages.BaseStorage:
-    """The storage at ``storage_url``, refusing an SQLite file that does not exist yet.
+    """The storage at ``storage_url``, opened without writing anything to it.
 
-    Reading commands must not leave an empty database behind a mistyped path.
+    Reading commands must not leave an empty database behind a mistyped path, nor
+    Optuna's tables in a file that holds something else.
+
+    Raises:
+        UsageError: no database there, or one without Optuna's tables.
     """
-    path = sqlite_database_path(resolve_url(storage_url))
-    if path is not None and not path.is_file():
-        raise UsageError(f"no study database at {path}: give the --storage your search used")
-    return make_storage(storage_url, heartbeat=False)
+    return make_storage(storage_url, heartbeat=False, create=False)
 
 
 def open_existing(storage_url: str | None, name: str) -> optuna.Study:

@@ -26,7 +26,9 @@ from optuna.storages import BaseStorage, GrpcStorageProxy
 from optuna.trial import FrozenTrial, TrialState
 
 from bsopt import records
+from bsopt.errors import DiskFull
 from bsopt.storage import HEARTBEAT_ENV, HEARTBEAT_SECONDS, call_with_retry, env_seconds
+from bsopt.storage_errors import disk_full
 
 MAX_FAILURES_IN_A_ROW = 3
 MAX_IDLE_POLL_SECONDS = 1.0
@@ -82,6 +84,16 @@ def heartbeat_interval(storage: BaseStorage) -> float | None:
 
 class TooManyFailures(Exception):
     """Several trials in a row raised an exception: something is wrong, not just unlucky."""
+
+
+class StorageFull(Exception):
+    """The disk of the storage (or of the checkpoints) filled up while a trial ran.
+
+    The worker stops. The trial it was running is re-enqueued and failed when the storage
+    still takes those writes; where it does not, the trial is left RUNNING without a
+    heartbeat, so that the next run fails it as stale and retries it (once): either way the
+    budget is whole again once space is freed and the command runs again.
+    """
 
 
 @dataclass
@@ -195,6 +207,20 @@ def _finish(study: optuna.Study, trial: optuna.Trial, values: Any, state: TrialS
         raise
 
 
+def _give_back(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
+    """Re-enqueue, then fail, a trial the worker cannot finish; as far as the storage lets.
+
+    In that order: a retry enqueued while the failure cannot be written leaves the trial
+    RUNNING, and the stale-trial check that fails it later finds the retry and adds none.
+    """
+    try:
+        retry_failed_trial(study, study._storage.get_trial(trial._trial_id))
+        trial.set_user_attr(records.FAIL_REASON, reason)
+        study.tell(trial, state=TrialState.FAIL)
+    except Exception:  # the disk is still full: the next run's stale-trial check does it
+        pass
+
+
 def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
                timeout: float | None = None, stop: threading.Event | None = None,
                worker_name: str = "worker",
@@ -203,6 +229,8 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
 
     Raises:
         TooManyFailures: ``MAX_FAILURES_IN_A_ROW`` trials in a row raised an exception.
+        StorageFull: the disk filled up while a trial ran (see the class).
+        DiskFull: the disk is full before this worker has started a trial.
     """
     result = WorkerResult()
     started = time.monotonic()
@@ -231,19 +259,26 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
         claimed += 1
         trial_started = time.monotonic()
         state, values, error = TrialState.COMPLETE, None, None
-        with heartbeat(storage, trial._trial_id):
-            try:
-                trial.set_user_attr(records.WORKER, worker_name)
-                values = objective(trial)
-            except optuna.TrialPruned:
-                state = TrialState.PRUNED
-            except Interrupted as exc:
-                state, error = TrialState.FAIL, str(exc)
-                result.interrupted_trial = trial.number
-                result.resumable_epoch = len(trial.user_attrs.get(records.VAL_LOSS, []))
-            except Exception as exc:  # the objective's bug or a bad lr: record, retry later
-                state, error = TrialState.FAIL, f"{type(exc).__name__}: {exc}"
-            frozen = _finish(study, trial, values, state, error)
+        try:
+            with heartbeat(storage, trial._trial_id):
+                try:
+                    trial.set_user_attr(records.WORKER, worker_name)
+                    values = objective(trial)
+                except optuna.TrialPruned:
+                    state = TrialState.PRUNED
+                except Interrupted as exc:
+                    state, error = TrialState.FAIL, str(exc)
+                    result.interrupted_trial = trial.number
+                    result.resumable_epoch = len(trial.user_attrs.get(records.VAL_LOSS, []))
+                except Exception as exc:  # the objective's bug or a bad lr: record, retry
+                    if (full := disk_full(exc)) is not None:
+                        raise full from exc
+                    state, error = TrialState.FAIL, f"{type(exc).__name__}: {exc}"
+                frozen = _finish(study, trial, values, state, error)
+        except DiskFull as exc:
+            _give_back(study, trial, str(exc))
+            raise StorageFull(f"{exc} (trial {trial.number} is retried when the study runs "
+                              "again)") from exc
         if frozen is None:
             result.taken_over += 1
             final_state = "FAIL"

@@ -122,6 +122,47 @@ def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return request.getfixturevalue("postgres_url")
 
 
+class SmallDisk:
+    """A real filesystem of a few MiB (tmpfs) that a test can fill up and free again."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.filler = path / "filler"
+
+    def fill(self) -> None:
+        """Write one file until the filesystem has no space left (ENOSPC)."""
+        with open(self.filler, "ab", buffering=0) as filler:
+            for chunk in (2**20, 4096, 1):  # big pieces first, then the last bytes
+                try:
+                    while True:
+                        filler.write(b"\0" * chunk)
+                except OSError:
+                    continue
+
+    def free(self) -> None:
+        """Remove what :meth:`fill` wrote."""
+        self.filler.unlink()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
+    """A real 32 MiB filesystem mounted under ``tmp_path``, unmounted after the test.
+
+    Mounting needs root (as the tests of storage/dev-postgres.sh do); without it the test
+    is skipped with the reason.
+    """
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mount)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small filesystem here: {mounted.stderr.strip()}")
+    try:
+        yield SmallDisk(mount)
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
 @pytest.fixture
 def bsopt_process(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
     """Start ``python -m bsopt ARGS...`` as a real process (in ``tmp_path``, text pipes).

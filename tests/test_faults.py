@@ -350,3 +350,33 @@ def test_a_checkpoint_ahead_of_the_reported_curve_is_reported_on_resume(
     assert frozen.intermediate_values[2] == pytest.approx(second.val_loss)
     assert frozen.user_attrs[records.RESUMED_FROM_EPOCH] == 2
     assert stored_checkpoints(sqlite_url) == []  # the finished series leaves none, orphans too
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_up_mid_study_stops_the_worker_and_the_budget_survives(
+        small_disk: Any, bsopt_process: StartBsopt) -> None:
+    url = f"sqlite:///{small_disk.path}/s.db"  # the database and its checkpoints both there
+    run = bsopt_process("search", "--storage", url, "--study-name", "full", "--n-trials", "2",
+                        *LONG_TRIALS, env=FAST_HEARTBEATS)
+    reader = Reader(url, "full")  # opened now: later it reads a full disk
+    wait_for(reader.running_with_checkpoint, "a trial past its first epoch")
+    small_disk.fill()
+    out, err = finish(run, 1)  # at once: a full disk is not waited out as a lost connection
+    assert "Traceback" not in err
+    (line,) = [e for e in err.splitlines() if e.startswith("bsopt:")]
+    assert line.startswith("bsopt: error: the disk holding ") and "is full: free space" in line
+    assert "is retried when the study runs again" in line
+    # The trial it ran is given back as far as the full disk let it: failed and re-enqueued,
+    # or left RUNNING with its heartbeat stopped for the next run to fail and retry.
+    stopped = [t for t in reader.trials() if t.state in (TrialState.RUNNING, TrialState.FAIL)]
+    assert len(stopped) == 1
+
+    small_disk.free()
+    finish(bsopt_process("search", "--storage", url, "--study-name", "full",
+                         env=FAST_HEARTBEATS))
+    trials = reader.trials()
+    states = Counter(t.state for t in trials)
+    assert states == {TrialState.COMPLETE: 2, TrialState.FAIL: 1}  # the budget, exactly
+    (retry,) = [t for t in trials if "failed_trial" in t.system_attrs]  # retried once
+    assert retry.system_attrs["failed_trial"] == stopped[0].number
+    assert retry.state == TrialState.COMPLETE and retry.user_attrs[records.RESUMED_FROM_EPOCH]

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import pytest
@@ -23,9 +27,12 @@ from optuna.trial import TrialState
 
 from bsopt.artifacts import DatabaseArtifactStore
 from bsopt.checkpoints import make_artifact_store
-from bsopt.errors import UsageError
+from bsopt.errors import DiskFull, UsageError
 from bsopt.storage import make_storage, mask_url
 from bsopt.worker import claim_trial
+
+if TYPE_CHECKING:
+    from conftest import SmallDisk
 
 RETRY_LOG = "lost the database connection"
 
@@ -53,6 +60,15 @@ def reopen(postgres_admin: Callable[[str], None], url: str) -> None:
     ("grpc://bob:hunter2@proxy:13000", "grpc://bob:***@proxy:13000"),
     ("postgresql://alice@db/bsopt", "postgresql://alice@db/bsopt"),
     ("sqlite:////tmp/x.db", "sqlite:////tmp/x.db"),
+    # passwords holding the delimiters, unescaped: hidden whole, not cut at the first one
+    ("postgresql://alice:p@ss@db/bsopt", "postgresql://alice:***@db/bsopt"),
+    ("postgres://alice:pa:ss@db:5432/bsopt", "postgres://alice:***@db:5432/bsopt"),
+    ("postgresql://alice:pa/ss@db/bsopt", "postgresql://alice:***@db/bsopt"),
+    ("grpc://bob:p@ss:w0rd@proxy:13000", "grpc://bob:***@proxy:13000"),
+    ("grpc://proxy:13000", "grpc://proxy:13000"),
+    ("postgresql://alice@db/bsopt?sslmode=require&password=s3cret",
+     "postgresql://alice@db/bsopt?sslmode=require&password=***"),
+    ("sqlite:////tmp/a@b:c/x.db", "sqlite:////tmp/a@b:c/x.db"),
 ])
 def test_passwords_are_masked(url: str, masked: str) -> None:
     assert mask_url(url) == masked
@@ -267,7 +283,7 @@ def _raised(error: BaseException) -> BaseException:
 
 
 def test_a_session_left_broken_by_a_lost_connection_counts_as_a_lost_connection() -> None:
-    from bsopt.storage import is_connection_error
+    from bsopt.storage_errors import is_connection_error
 
     lost = sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("server closed"))
     broken = sqlalchemy.exc.PendingRollbackError("Can't reconnect until invalid transaction "
@@ -277,3 +293,106 @@ def test_a_session_left_broken_by_a_lost_connection_counts_as_a_lost_connection(
     assert is_connection_error(_raised(broken))  # seen mid-restart in _get_trials' fallback
     assert not is_connection_error(_raised(bad_data))
     assert not is_connection_error(_raised(ValueError("bad value")))
+
+
+# --- what is retried: only what waiting can heal ----------------------------------------
+
+def _failing(url: str, statement: str, **connect: Any) -> BaseException:
+    """What SQLAlchemy raises for ``statement`` on the real SQLite file of ``url``."""
+    engine = sqlalchemy.create_engine(url, connect_args=connect)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(statement)
+    except sqlalchemy.exc.DBAPIError as exc:
+        return _raised(exc)
+    finally:
+        engine.dispose()
+    raise AssertionError(f"{statement} did not fail")
+
+
+def test_only_a_locked_sqlite_file_is_retried(tmp_path: Path, small_disk: SmallDisk) -> None:
+    from bsopt.storage_errors import is_connection_error, permanent_error
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    sqlite3.connect(tmp_path / "s.db").execute("CREATE TABLE t (x)").connection.commit()
+    holder = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    locked = _failing(url, "INSERT INTO t VALUES (1)", timeout=0)
+    holder.execute("ROLLBACK")
+    (tmp_path / "text.db").write_text("not a database\n" * 300)
+    not_a_database = _failing(f"sqlite:///{tmp_path}/text.db", "SELECT * FROM sqlite_master")
+    read_only = _failing(f"sqlite:///file:{tmp_path}/s.db?mode=ro&uri=true",
+                         "INSERT INTO t VALUES (1)")
+    full_url = f"sqlite:///{small_disk.path}/s.db"
+    with contextlib.closing(sqlite3.connect(small_disk.path / "s.db")) as connection:
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute("CREATE TABLE t (x)")
+        small_disk.fill()
+        # A process that had the file open before the disk filled up gets SQLITE_FULL.
+        full = _failing(full_url, "INSERT INTO t VALUES (randomblob(100000))")
+
+    assert is_connection_error(locked) and permanent_error(locked, url) is None
+    for error in (not_a_database, read_only, full):
+        assert not is_connection_error(error)
+    assert "is not an SQLite database" in str(permanent_error(not_a_database, url))
+    assert "cannot be written" in str(permanent_error(read_only, url))
+    disk_full = permanent_error(full, full_url)
+    assert isinstance(disk_full, DiskFull)
+    assert str(disk_full) == (f"the disk holding {small_disk.path}/s.db is full: free space "
+                              "and run again")
+
+
+def test_a_full_disk_is_said_at_once_not_retried(small_disk: SmallDisk,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BSOPT_STORAGE_RETRY_SECONDS", "30")
+    storage = make_storage(f"sqlite:///{small_disk.path}/s.db")
+    study = optuna.create_study(storage=storage, study_name="s")
+    small_disk.fill()
+    started = time.monotonic()
+    with pytest.raises(DiskFull, match="is full: free space and run again"):
+        study.set_user_attr("big", "x" * 100_000)
+    assert time.monotonic() - started < 5  # not 30 s of retries
+    storage.engine.dispose()
+
+
+def test_in_memory_sqlite_is_refused_at_once() -> None:
+    for url in ("sqlite:///:memory:", "sqlite://"):
+        with pytest.raises(UsageError, match="in-memory SQLite cannot be shared by workers"):
+            make_storage(url)
+
+
+def test_a_full_postgresql_disk_is_not_a_lost_connection() -> None:
+    import psycopg
+
+    from bsopt.storage_errors import is_connection_error, permanent_error
+
+    full = _raised(sqlalchemy.exc.OperationalError(
+        "INSERT", {}, psycopg.errors.DiskFull("could not extend file: No space left on device")))
+    assert not is_connection_error(full)
+    error = permanent_error(full, "postgresql://u:pw@db.example/bsopt")
+    assert isinstance(error, DiskFull) and "PostgreSQL server at db.example is full" in str(error)
+
+
+def test_reading_opens_write_nothing_and_refuse_what_is_not_optuna(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    with pytest.raises(UsageError, match="not a bsopt/Optuna database"):
+        make_storage(f"sqlite:///{empty}", create=False)
+    assert empty.read_bytes() == b""  # no schema written into it
+    made = tmp_path / "made.db"
+    optuna.create_study(storage=f"sqlite:///{made}", study_name="s")  # plain Optuna: no WAL
+    before = made.read_bytes()
+    reader = make_storage(f"sqlite:///{made}", heartbeat=False, create=False)
+    assert optuna.get_all_study_names(reader) == ["s"]
+    reader.engine.dispose()
+    assert made.read_bytes() == before  # not even switched to WAL
+
+
+@pytest.mark.postgres
+def test_reading_an_empty_postgresql_database_creates_no_tables(postgres_url: str) -> None:
+    with pytest.raises(UsageError, match="not a bsopt/Optuna database"):
+        make_storage(postgres_url, create=False)
+    engine = sqlalchemy.create_engine(postgres_url.replace("postgresql://",
+                                                           "postgresql+psycopg://"))
+    assert sqlalchemy.inspect(engine).get_table_names() == []
+    engine.dispose()

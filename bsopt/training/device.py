@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 
+from bsopt.config import usable_cores  # torch-free there: the --workers cap counts them too
 from bsopt.errors import UsageError
 
 
@@ -20,14 +19,6 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {name} but no CUDA device is available: use --device cpu")
     return torch.device(name)
-
-
-def usable_cores() -> int:
-    """The CPU cores this process may run on (honours taskset and container CPU sets)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def threads_per_worker(workers: int) -> int:
