@@ -10,15 +10,12 @@ The pieces are written one by one, so attach from one process at a time.
 
 from __future__ import annotations
 
-import ipaddress
-import socket
-import sys
 from typing import Any
 
 import optuna
 from plotly import graph_objects as go
 
-from bsopt.errors import UsageError
+from bsopt.network import check_address, warn_if_exposed
 from bsopt.records import CONFIG_ATTR
 from bsopt.visualization.figures import study_figures
 
@@ -74,43 +71,11 @@ def refresh_all(storage: optuna.storages.BaseStorage) -> list[str]:
     return names
 
 
-def is_loopback(host: str) -> bool:
-    """True if ``host`` is reachable from this machine only."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:  # a host name other than localhost: assume it is reachable
-        return False
-
-
 def dashboard_url(host: str, port: int) -> str:
     """The address to open in a browser."""
     if ":" in host and not host.startswith("["):  # IPv6 literal
         host = f"[{host}]"
     return f"http://{host}:{port}/dashboard/"
-
-
-def check_address(host: str, port: int) -> None:
-    """Refuse an address this process cannot listen on now (bad port, in use, unknown host).
-
-    Raises:
-        UsageError: with what to change.
-    """
-    if not 0 < port < 65536:
-        raise UsageError(f"--port must be between 1 and 65535, got {port}")
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
-            probe.bind(address)
-    except OSError as exc:
-        raise UsageError(
-            f"cannot listen on {host} port {port} ({exc.strerror or exc}): "
-            "pick another --port or --host"
-        ) from None
 
 
 def open_storage(storage: str | optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:
@@ -150,11 +115,6 @@ def run_dashboard(
     if refresh:
         names = refresh_all(storage)
         print(f"bsopt figures refreshed on {len(names)} studies", flush=True)
-    if not is_loopback(host):
-        print(
-            f"warning: serving on {host} exposes the dashboard (no login) to the network",
-            file=sys.stderr,
-            flush=True,
-        )
+    warn_if_exposed(host, "the dashboard (no login)")
     print(f"optuna-dashboard: {dashboard_url(host, port)}", flush=True)
     run_server(storage, host=host, port=port, artifact_store=artifact_store)

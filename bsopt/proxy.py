@@ -10,7 +10,8 @@ counts up its trial's system attribute ``bsopt:beat`` instead, and the proxy's
 :class:`HeartbeatRelay` records an Optuna heartbeat whenever that count moves and fails the
 stale trials of bsopt studies, which are retried as usual. Checkpoints do not pass either:
 they go to ``./bsopt-artifacts`` on each worker unless ``--artifact-dir`` names a shared
-directory. The proxy has no authentication or encryption: serve it on a trusted network.
+directory. The proxy has no authentication or encryption: it binds 127.0.0.1 unless told
+otherwise, and warns when bound beyond it; serve it on a trusted network only.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from optuna.trial import TrialState
 
 from bsopt.errors import UsageError
 from bsopt.interrupts import sigterm_as_keyboard_interrupt
+from bsopt.network import check_address, warn_if_exposed
 from bsopt.records import CONFIG_ATTR
 from bsopt.storage import make_storage, mask_url, resolve_url
 from bsopt.worker import PROXY_BEAT_ATTR, retry_failed_trial
 
-DEFAULT_HOST = "0.0.0.0"
+DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 13000
 logger = logging.getLogger("bsopt.proxy")
 
@@ -84,22 +86,26 @@ def serve_storage_proxy(storage_url: str | None, *, host: str = DEFAULT_HOST,
 
     Args:
         storage_url: An ``sqlite:///`` or ``postgresql://`` URL (default as for ``search``).
-        host: The address to listen on (``0.0.0.0``: every interface).
+        host: The address to listen on (``0.0.0.0``: every interface, with a warning: the
+            proxy has no authentication).
         port: The port to listen on.
         out: Where to print the status lines (standard output).
 
     Raises:
-        UsageError: the storage cannot be reached, is itself a proxy, or the port is taken.
+        UsageError: the storage cannot be reached, is itself a proxy, or the address
+            cannot be listened on.
     """
     url = resolve_url(storage_url)
     if url.startswith("grpc://"):
-        raise UsageError(f"--storage {url} is a proxy already: give the database URL")
+        raise UsageError(f"--storage {mask_url(url)} is a proxy already: give the database URL")
+    check_address(host, port)  # before the storage is opened (and maybe created)
     backend = make_storage(url, stale_trial_callback=retry_failed_trial)
     out = out or sys.stdout
     stop = threading.Event()
     relay = threading.Thread(target=HeartbeatRelay(backend).run, args=(stop,),
                              name="heartbeat-relay", daemon=True)
     relay.start()
+    warn_if_exposed(host, "the storage (no authentication, no encryption)")
     print(f"serving {mask_url(url)} on {host}:{port}; workers use "
           f"--storage grpc://{_public_host(host)}:{port} (Ctrl-C stops)", file=out, flush=True)
     with sigterm_as_keyboard_interrupt():

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from optuna_dashboard import save_plotly_graph_object, wsgi
 from optuna_dashboard._custom_plot_data import SYSTEM_ATTR_PLOT_DATA, get_plotly_graph_objects
 
-from bsopt import dashboard
+from bsopt import dashboard, network
 from bsopt.cli import main
 from bsopt.errors import UsageError
 from bsopt.records import CONFIG_ATTR
@@ -173,7 +173,7 @@ def test_graph_object_ids_are_valid_and_unambiguous():
     ],
 )
 def test_is_loopback(host, loopback):
-    assert dashboard.is_loopback(host) is loopback
+    assert network.is_loopback(host) is loopback
 
 
 def test_dashboard_url():
@@ -243,7 +243,7 @@ def test_cli_plots_attaches_the_figures(planted_url, capsys):
     [
         (["dashboard", "--storage", "sqlite:///{tmp}/typo.db", "--port", "{port}"],
          "no study database at"),
-        (["dashboard", "--storage", "sqlite:///{tmp}", "--port", "{port}"], "no study database at"),
+        (["dashboard", "--storage", "sqlite:///{tmp}", "--port", "{port}"], "is a directory"),
         (["dashboard", "--port", "eighty"], "expected an integer, got 'eighty'"),
         (["dashboard", "--storage", "sqlite:///{tmp}/s.db", "--port", "70000"],
          "--port must be between 1 and 65535, got 70000"),

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import signal
 import socket
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import optuna
 import pytest
@@ -95,3 +97,44 @@ def test_the_relay_fails_the_trial_of_a_worker_that_stopped_beating(sqlite_url: 
     assert trials[dead.number].state == TrialState.FAIL
     (retry,) = trials[2:]  # re-enqueued once, with its parameters
     assert retry.state == TrialState.WAITING and retry.system_attrs["failed_trial"] == 1
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses with a socket listening on ``port``, as the kernel lists them.
+
+    IPv4 addresses that gRPC binds as IPv4-mapped IPv6 ones are given as IPv4.
+    """
+    addresses = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            host, port_hex = local.split(":")
+            if state != "0A" or int(port_hex, 16) != port:  # 0A: LISTEN
+                continue
+            raw = bytes.fromhex(host)  # 32-bit words in host (little-endian) order
+            packed = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            address = ipaddress.ip_address(packed)
+            mapped = getattr(address, "ipv4_mapped", None)
+            addresses.add(str(mapped or address))
+    return addresses
+
+
+@pytest.mark.parametrize("host, warned", [(None, False), ("0.0.0.0", True)])
+def test_the_proxy_binds_localhost_unless_told_and_warns_beyond_it(
+        host: str | None, warned: bool, sqlite_url: str, bsopt_process: StartBsopt) -> None:
+    port = free_port()
+    proxy = bsopt_process("storage-proxy", "--storage", sqlite_url, "--port", str(port),
+                          *(["--host", host] if host else []))
+    banner = proxy.stdout.readline()
+    assert f"on {host or '127.0.0.1'}:{port}" in banner, banner
+    deadline = time.monotonic() + TIMEOUT  # against a hang only
+    while not listening_addresses(port):
+        assert time.monotonic() < deadline and proxy.poll() is None
+        time.sleep(0.1)
+    if not warned:
+        assert listening_addresses(port) == {"127.0.0.1"}  # not every interface
+    proxy.send_signal(signal.SIGTERM)
+    _, err = proxy.communicate(timeout=TIMEOUT)
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert warnings == ([f"warning: serving on {host} exposes the storage (no authentication, "
+                         "no encryption) to the network"] if warned else [])
