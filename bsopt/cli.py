@@ -16,7 +16,8 @@ from typing import Any
 
 from bsopt import config as cfg
 from bsopt.errors import UsageError
-from bsopt.worker import TooManyFailures
+from bsopt.network import check_port
+from bsopt.worker import StorageFull, TooManyFailures
 
 EXIT_USAGE = 2
 
@@ -35,17 +36,45 @@ def _add_storage(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_study_name(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    parser.add_argument("--study-name", required=required, metavar="NAME")
+    # Checked here too, for the reading commands: the same rule as a new study's name.
+    parser.add_argument("--study-name", required=required, metavar="NAME",
+                        type=cfg.check_study_name,
+                        help=f"at most {cfg.MAX_STUDY_NAME_LENGTH} characters, on one line")
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    value = _integer(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {value}")
     return value
+
+
+def _port(text: str) -> int:
+    return check_port(_integer(text))
+
+
+def _output_file(text: str) -> str:
+    """A file to write: refused before any work if it cannot be, for lack of a directory."""
+    path = Path(text)
+    if path.is_dir():
+        raise UsageError(f"{text} is a directory: give a file name in it")
+    if not path.absolute().parent.is_dir():
+        raise UsageError(f"directory {path.parent} does not exist: create it first")
+    return text
+
+
+def _write(path: str, text: str) -> None:
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as exc:  # no permission, a full disk, ...
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 # --- search -------------------------------------------------------------------------------
@@ -66,7 +95,8 @@ def add_search(sub: Any) -> None:
     p.add_argument("--sampler", help=f"one of {', '.join(cfg.SAMPLERS)} (default tpe)")
     p.add_argument("--pruner", help=f"one of {', '.join(cfg.PRUNERS)} (default batch-asha)")
     p.add_argument("--n-trials", type=_positive_int,
-                   help="total budget of complete + pruned trials (default: grid size or 20)")
+                   help="total budget of complete + pruned trials, at most "
+                        f"{cfg.MAX_N_TRIALS} (default: grid size or 20)")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop this run after")
     p.add_argument("--dataset", help=f"one of {', '.join(cfg.DATASETS)} (default digits)")
     p.add_argument("--data-dir", metavar="DIR", help="torchvision datasets (~/.cache/bsopt)")
@@ -83,7 +113,9 @@ def add_search(sub: Any) -> None:
     p.add_argument("--max-train-samples", type=_positive_int, metavar="N",
                    help="train on the first N examples of the split")
     p.add_argument("--workers", type=_positive_int, metavar="N",
-                   help="worker processes on this machine sharing the study (default 1)")
+                   help="worker processes on this machine sharing the study (default 1); at "
+                        f"most {cfg.WORKERS_PER_CORE} x the usable cores unless "
+                        f"${cfg.MAX_WORKERS_ENV} allows more")
     p.add_argument("--artifact-dir", metavar="DIR",
                    help="where checkpoints go (default: beside the SQLite file)")
     science = p.add_argument_group("batch-size science")
@@ -183,7 +215,8 @@ def add_export(sub: Any) -> None:
     _add_study_name(p)
     _add_storage(p)
     p.add_argument("--format", choices=("csv", "json"), default="csv")
-    p.add_argument("-o", "--output", metavar="FILE", help="default: standard output")
+    p.add_argument("-o", "--output", metavar="FILE", type=_output_file,
+                   help="default: standard output")
     p.set_defaults(func=cmd_export)
 
 
@@ -193,7 +226,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     text = export_study(open_existing(args.storage, args.study_name), args.format)
     if args.output:
-        Path(args.output).write_text(text)
+        _write(args.output, text)
         print(f"wrote {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
@@ -223,7 +256,8 @@ def add_report(sub: Any) -> None:
     p = sub.add_parser("report", help="write one self-contained HTML report of a study")
     _add_study_name(p)
     _add_storage(p)
-    p.add_argument("-o", "--output", metavar="FILE.html", default="report.html")
+    p.add_argument("-o", "--output", metavar="FILE.html", default="report.html",
+                   type=_output_file)
     p.set_defaults(func=cmd_report)
 
 
@@ -240,7 +274,7 @@ def add_dashboard(sub: Any) -> None:
     p = sub.add_parser("dashboard", help="refresh the figures and start optuna-dashboard")
     _add_storage(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
-    p.add_argument("--port", type=_positive_int, default=8080, help="port (8080)")
+    p.add_argument("--port", type=_port, default=8080, help="port (8080)")
     p.add_argument("--no-refresh", action="store_true", help="serve the figures as stored")
     p.set_defaults(func=cmd_dashboard)
 
@@ -284,7 +318,8 @@ def add_profile(sub: Any) -> None:
     p.add_argument("--memory-limit", type=float, metavar="MB",
                    help="CPU: largest footprint allowed (half the machine's memory)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--plot", metavar="FILE.html", help="also write a Plotly figure")
+    p.add_argument("--plot", metavar="FILE.html", type=_output_file,
+                   help="also write a Plotly figure")
     p.set_defaults(func=cmd_profile)
 
 
@@ -297,7 +332,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
                      device=args.device, steps=args.steps, optimizer=args.optimizer,
                      memory_limit_mb=args.memory_limit)
     if args.plot:
-        profile_figure(result).write_html(args.plot, include_plotlyjs=True)
+        _write(args.plot, profile_figure(result).to_html(include_plotlyjs=True))
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
@@ -315,9 +350,10 @@ def add_storage_proxy(sub: Any) -> None:
                        description="Serve a storage through Optuna's gRPC storage proxy; "
                        "workers use --storage grpc://HOST:PORT.")
     _add_storage(p)
-    p.add_argument("--host", default="0.0.0.0",
-                   help="address to listen on (0.0.0.0: every interface; no authentication)")
-    p.add_argument("--port", type=_positive_int, default=13000, help="port (13000)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (127.0.0.1; 0.0.0.0 for every interface, with "
+                        "a warning: the proxy has no authentication)")
+    p.add_argument("--port", type=_port, default=13000, help="port (13000)")
     p.set_defaults(func=cmd_storage_proxy)
 
 
@@ -363,6 +399,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TooManyFailures as exc:  # the objective keeps failing: say so, no traceback
         print(f"bsopt: error: {exc}; each trial's fail_reason is in `bsopt export`",
               file=sys.stderr)
+        return 1
+    except StorageFull as exc:  # mid-study: trials ran, so not a usage error
+        print(f"bsopt: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("bsopt: aborted", file=sys.stderr)
