@@ -112,3 +112,18 @@ def test_python_dash_m_runs_the_cli() -> None:
     result = subprocess.run([sys.executable, "-m", "bsopt", "--help"], capture_output=True,
                             text=True, check=True)
     assert "usage: bsopt" in result.stdout
+
+
+def test_a_study_name_of_the_longest_length_runs_end_to_end(
+        db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # 512 characters: Optuna's column holds them, and no file name is made from them (the
+    # checkpoints are named by the study's id), which a 255-byte name limit would refuse.
+    name = "n" * 512
+    assert main(["search", "--storage", db, "--study-name", name, "--sampler", "random",
+                 "--n-trials", "1", "--dataset", "digits", "--max-train-samples", "64",
+                 "--epochs", "1", "--batch-size", "16:16"]) == 0
+    (trial,) = optuna.load_study(study_name=name, storage=db).trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    capsys.readouterr()
+    assert main(["best", "--storage", db, "--study-name", name, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["study_name"] == name
