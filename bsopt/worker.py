@@ -26,7 +26,7 @@ from optuna.storages import BaseStorage, GrpcStorageProxy
 from optuna.trial import FrozenTrial, TrialState
 
 from bsopt import records
-from bsopt.errors import DiskFull
+from bsopt.errors import DiskFull, UsageError
 from bsopt.storage import HEARTBEAT_ENV, HEARTBEAT_SECONDS, call_with_retry, env_seconds
 from bsopt.storage_errors import disk_full
 
@@ -217,7 +217,7 @@ def _give_back(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
         retry_failed_trial(study, study._storage.get_trial(trial._trial_id))
         trial.set_user_attr(records.FAIL_REASON, reason)
         study.tell(trial, state=TrialState.FAIL)
-    except Exception:  # the disk is still full: the next run's stale-trial check does it
+    except UsageError:  # the disk is still full: the next run's stale-trial check does it
         pass
 
 
