@@ -134,8 +134,8 @@ def test_cli_report_writes_the_report(stored_study_url, tmp_path, capsys):
     "argv, message",
     [
         (["--study-name", "nope", "-o", "{tmp}/r.html"], "no study named 'nope'"),
-        (["--study-name", "digits-cnn", "-o", "{tmp}/missing/r.html"], "cannot write the report"),
-        (["--study-name", "digits-cnn", "-o", "{tmp}"], "cannot write the report"),
+        (["--study-name", "digits-cnn", "-o", "{tmp}/missing/r.html"], "missing does not exist"),
+        (["--study-name", "digits-cnn", "-o", "{tmp}"], "is a directory"),
         (["-o", "{tmp}/r.html"], "--study-name"),
     ],
     ids=["no-such-study", "no-such-directory", "a-directory", "no-study-name"],
