@@ -1,12 +1,13 @@
 """Concurrency: N worker processes on one study, bsopt's storage and workers against plain Optuna.
 
 For each storage (SQLite file, PostgreSQL database) and each worker count, two studies run
-with the same trivial objective (``bsopt.space.suggest`` and a formula, no training) and
+with the same trivial objective (``bsopt.search.space.suggest`` and a formula, no training) and
 the same budget, one after the other, alternating which goes first:
 
-- **bsopt**: the study is made by ``bsopt.study.open_study`` (grid sampler: one WAITING
+- **bsopt**: the study is made by ``bsopt.search.join_or_create`` (grid sampler: one WAITING
   trial per grid point); each worker process builds its storage with
-  ``bsopt.storage.make_storage``, joins with ``open_study`` and runs ``bsopt.worker.run_worker``.
+  ``bsopt.storage.make_storage``, joins with ``join_or_create`` and runs
+  ``bsopt.search.run_worker``.
 - **optuna**: each worker process calls ``optuna.create_study(storage=url,
   load_if_exists=True)`` with Optuna's ``GridSampler`` over the same grid and default
   ``RDBStorage`` settings, then ``study.optimize(n_trials=budget)`` with
@@ -53,7 +54,7 @@ def trivial_objective(config: Any) -> Any:
     """An objective that samples bsopt's space and returns a formula of it at once."""
     import math
 
-    from bsopt.space import suggest
+    from bsopt.search.space import suggest
 
     def objective(trial: Any) -> float:
         batch_size, lr = suggest(trial, config)
@@ -72,17 +73,16 @@ def _worker(mode: str, name: str, url: str, budget: int, ready: Any, start: Any,
     error = None
     try:
         if mode == "bsopt":
-            from bsopt.storage import make_storage
-            from bsopt.study import open_study
-            from bsopt.worker import retry_failed_trial, run_worker
+            from bsopt.search import join_or_create, run_worker
+            from bsopt.storage import make_storage, retry_failed_trial
 
             storage = make_storage(url, stale_trial_callback=retry_failed_trial)
-            study, config = open_study(config, storage)
+            study, config = join_or_create(config, storage)
             ready.put(os.getpid())
             start.wait()
             run_worker(study, trivial_objective(config))
         else:
-            from bsopt.space import grid
+            from bsopt.search.space import grid
             from bsopt.storage import sqlalchemy_url
 
             sampler = optuna.samplers.GridSampler(grid(config), seed=os.getpid())
@@ -122,11 +122,11 @@ def run_once(mode: str, url: str, workers: int, budget: int, name: str) -> dict[
     """One study with ``workers`` processes; returns its counts and trials per second."""
     context = multiprocessing.get_context("spawn")
     if mode == "bsopt":  # the study is made once, as `bsopt search` does before its workers
+        from bsopt.search.study import join_or_create
         from bsopt.storage import make_storage
-        from bsopt.study import open_study
 
         storage = make_storage(url)
-        open_study(bench_config(name, url, budget), storage)
+        join_or_create(bench_config(name, url, budget), storage)
         storage.engine.dispose()
     else:
         import optuna

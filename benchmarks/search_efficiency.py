@@ -3,7 +3,7 @@
 The table (``benchmarks.grid_table``) holds the per-epoch validation loss of every (batch
 size, lr, seed) cell. A replay is an Optuna study whose objective looks its trial up in the
 table, reports each epoch's value to the pruner (``trial.report(value, epoch)``, exactly as
-``bsopt.objective`` does) and counts the epochs it consumes. The replay stops when a trial
+``bsopt.search.objective`` does) and counts the epochs it consumes. The replay stops when a trial
 *completes* with a final validation loss within 2% of the table's best mean final loss (the
 lowest over cells of the mean over seeds); the figure of merit is the training epochs spent
 until then, pruned trials included. Each method is replayed with ``--replays`` sampler seeds;
@@ -45,7 +45,7 @@ import optuna
 
 from benchmarks.grid_table import DEFAULT_TABLE, load_table
 from bsopt.config import StudyConfig
-from bsopt.samplers import make_pruner, make_sampler
+from bsopt.search.samplers import make_pruner, make_sampler
 
 TOLERANCE = 0.02
 MAX_TRIALS_FACTOR = 3  # give up after 3 grids' worth of epochs (counted as that many)

@@ -40,6 +40,19 @@ MODELS: dict[str, BuiltinModel] = {
                         "the reference MLP: fc 256, fc 128, fc"),
 }
 
+@dataclass(frozen=True)
+class BuiltinOptimizer:
+    """A PyTorch optimizer by name: its class, and what bsopt passes it."""
+
+    optimizer: str  # import path of the ``torch.optim.Optimizer`` class
+    description: str
+
+
+OPTIMIZERS: dict[str, BuiltinOptimizer] = {
+    "sgd": BuiltinOptimizer("torch.optim:SGD", "SGD with --momentum (0 for plain SGD)"),
+    "adam": BuiltinOptimizer("torch.optim:Adam", "Adam with PyTorch's default betas and eps"),
+}
+
 DATASETS: dict[str, BuiltinDataset] = {
     "digits": BuiltinDataset("bsopt.training.data:digits", (1, 8, 8), 10,
                              "scikit-learn's bundled 8x8 digits (offline)"),

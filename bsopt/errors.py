@@ -15,5 +15,5 @@ class DiskFull(UsageError):
     """The disk holding the storage (or its checkpoints) is full: free space and run again.
 
     Met before a command has changed anything, it is a usage error like any other (exit 2).
-    A worker that meets it in the middle of a trial stops instead (``bsopt.worker``).
+    A worker that meets it in the middle of a trial stops instead (``bsopt.search.worker``).
     """

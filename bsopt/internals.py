@@ -27,6 +27,25 @@ RETRY_HISTORY = "retry_history"
 # is retried like one in a public call.
 RDB_PRIVATE_CALLS = ("_create_new_trial", "_set_trial_param", "_get_trials",
                      "_get_best_trial_id", "_get_stale_trial_ids")
+# RDBStorage's public methods that the retrying storage leaves as they are: they touch no
+# database, or only through calls it retries, or only in schema administration (``optuna
+# storage upgrade``). Every other public method is retried; tests/test_architecture.py fails
+# when Optuna adds one that is in neither group.
+RDB_PUBLIC_NOT_RETRIED = {
+    "check_trial_is_updatable": "checks a state, no query",
+    "create_new_trial": "calls _create_new_trial",
+    "get_n_trials": "calls get_all_trials",
+    "get_trial_number_from_id": "calls get_trial",
+    "get_trial_params": "calls get_trial",
+    "get_failed_trial_callback": "returns a setting",
+    "get_heartbeat_interval": "returns a setting",
+    "get_heartbeat_stale_trial_callback": "returns a setting",
+    "remove_session": "closes the session",
+    "get_all_versions": "schema administration",
+    "get_current_version": "schema administration",
+    "get_head_version": "schema administration",
+    "upgrade": "schema administration",
+}
 
 
 def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +50,7 @@ WORKER = "worker"
 SERIES = "series"  # number of the first trial of a retry series (retries inherit it)
 CHECKPOINT = "checkpoint"  # {"artifact_id": str, "epoch": int} of the latest checkpoint
 TORCH_THREADS = "torch_threads"  # a resume is bit-exact only at the same thread count
+CHANCE_LOSS = "chance_loss"  # the loss of guessing on the trial's data: ln(classes)
 
 
 @dataclass(frozen=True)
@@ -174,3 +176,43 @@ def trial_records(
 def study_records(study: optuna.Study) -> list[TrialRecord]:
     """Records of a study's complete and pruned trials."""
     return trial_records(study.get_trials(deepcopy=False))
+
+
+def state_counts(study: optuna.Study) -> dict[str, int]:
+    """Trials by state name (COMPLETE, PRUNED, FAIL, RUNNING, WAITING)."""
+    return dict(Counter(t.state.name for t in study.get_trials(deepcopy=False)))
+
+
+def best_trials(study: optuna.Study, n: int = 5) -> list[FrozenTrial]:
+    """The ``n`` complete trials with the lowest first objective (the Pareto front if several)."""
+    if len(study.directions) > 1:
+        return list(study.best_trials)[:n] if n else list(study.best_trials)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return sorted(complete, key=lambda t: t.values[0])[:n]
+
+
+def study_config(study: optuna.Study) -> dict[str, Any] | None:
+    """The definition stored in a study (what ``optuna.load_study`` users read too)."""
+    return study.user_attrs.get(CONFIG_ATTR)
+
+
+def study_objectives(study: optuna.Study) -> tuple[str, ...]:
+    """What the study minimizes (``loss``, ``time``), from its definition."""
+    return tuple((study_config(study) or {}).get("objectives", ["loss"]))
+
+
+def trial_summary(trial: FrozenTrial, objectives: Sequence[str]) -> dict[str, Any]:
+    """What bsopt shows of a best trial, wherever it shows it (table, JSON, report).
+
+    ``values`` is keyed by objective (``loss``, ``time``); :data:`bsopt.config.OBJECTIVES`
+    names the metric each one is.
+    """
+    record = trial_record(trial)
+    return {
+        "number": trial.number, "batch_size": trial.params.get("batch_size"),
+        "lr": effective_lr(trial), "params": dict(trial.params),
+        "values": dict(zip(objectives, trial.values or [])),
+        "val_accuracy": record.final_accuracy if record else None,
+        "epochs": record.epochs if record else 0,
+        "train_seconds": record.total_seconds if record else None,
+    }

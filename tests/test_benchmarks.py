@@ -18,6 +18,7 @@ def finite(value: float) -> bool:
     return isinstance(value, float) and math.isfinite(value)
 
 
+@pytest.mark.slow  # about 20 s on two idle cores: the real loops, timed side by side
 def test_throughput_reports_ratios_and_fraction_of_peak():
     result = throughput.main(["--samples", "48", "--repeats", "2", "--batch-sizes", "16,32",
                               "--matmul-size", "128",

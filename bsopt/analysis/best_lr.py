@@ -34,15 +34,15 @@ class BestRun:
         return None if self.train_loss is None else self.val_loss - self.train_loss
 
 
-def best_by_batch(records: Iterable[TrialRecord]) -> list[BestRun]:
+def best_by_batch(trials: Iterable[TrialRecord]) -> list[BestRun]:
     """Per batch size, the COMPLETE trial with the lowest final validation loss (sorted by B).
 
     Args:
-        records: Trial records; pruned ones are ignored (their last loss is not final), and so
+        trials: Trial trials; pruned ones are ignored (their last loss is not final), and so
             are trials without a finite ``final_loss``.
     """
     groups: dict[int, list[tuple[float, TrialRecord]]] = defaultdict(list)
-    for r in records:
+    for r in trials:
         loss = r.final_loss
         if r.state == "COMPLETE" and loss is not None:
             groups[r.batch_size].append((loss, r))

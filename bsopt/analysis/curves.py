@@ -74,14 +74,14 @@ def steps_to_reach(record: TrialRecord, target: float) -> tuple[float, bool] | N
     return None
 
 
-def default_target(records: Iterable[TrialRecord]) -> float | None:
+def default_target(trials: Iterable[TrialRecord]) -> float | None:
     """``TARGET_SLACK`` x the worst of the per-batch-size best val losses (any epoch, any trial).
 
     Every batch size with a curve reaches it, and the 5% slack makes the batch size that
     sets it reach it before its very last point.
     """
     best: dict[int, float] = {}
-    for r in records:
+    for r in trials:
         finite = [v for v in r.val_loss if math.isfinite(v)]
         if finite and r.steps:
             best[r.batch_size] = min(best.get(r.batch_size, math.inf), min(finite))
@@ -92,7 +92,7 @@ def default_target(records: Iterable[TrialRecord]) -> float | None:
 
 
 def steps_to_target(
-    records: Iterable[TrialRecord], target: float
+    trials: Iterable[TrialRecord], target: float
 ) -> tuple[list[StepsToTarget], list[int]]:
     """Fewest steps to ``target`` per batch size over complete AND pruned trials.
 
@@ -101,7 +101,7 @@ def steps_to_target(
     """
     reached: dict[int, StepsToTarget] = {}
     seen: set[int] = set()
-    for r in records:
+    for r in trials:
         if not r.steps:
             continue
         seen.add(r.batch_size)
@@ -112,14 +112,14 @@ def steps_to_target(
     return [reached[b] for b in sorted(reached)], sorted(seen - set(reached))
 
 
-def noise_scale_by_batch(records: Iterable[TrialRecord]) -> list[NoiseScaleSeries]:
+def noise_scale_by_batch(trials: Iterable[TrialRecord]) -> list[NoiseScaleSeries]:
     """Median of the ``noise_scale`` attribute over trials, per batch size and epoch."""
     values: dict[int, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    trials: dict[int, int] = defaultdict(int)
-    for r in records:
+    measured: dict[int, int] = defaultdict(int)
+    for r in trials:
         finite = [(e, v) for e, v in enumerate(r.noise_scale) if math.isfinite(v)]
         if finite:
-            trials[r.batch_size] += 1
+            measured[r.batch_size] += 1
         for epoch, v in finite:
             values[r.batch_size][epoch].append(v)
     out = []
@@ -127,5 +127,5 @@ def noise_scale_by_batch(records: Iterable[TrialRecord]) -> list[NoiseScaleSerie
         by_epoch = values[batch_size]
         medians = tuple(float(statistics.median(by_epoch[e])) if by_epoch.get(e) else None
                         for e in range(max(by_epoch) + 1))
-        out.append(NoiseScaleSeries(batch_size, trials[batch_size], medians))
+        out.append(NoiseScaleSeries(batch_size, measured[batch_size], medians))
     return out

@@ -60,22 +60,22 @@ class StudyAnalysis:
 
 
 def analyze_records(
-    records: Iterable[TrialRecord], *, target_loss: float | None = None,
+    trials: Iterable[TrialRecord], *, target_loss: float | None = None,
     study_name: str | None = None,
 ) -> StudyAnalysis:
     """Analyze trial records (see :func:`analyze`)."""
     if target_loss is not None and not math.isfinite(target_loss):
         raise UsageError(f"--target-loss must be a finite number, got {target_loss}")
-    records = list(records)
+    trials = list(trials)
     notes = []
-    if not records:
+    if not trials:
         notes.append("the study has no complete or pruned trials yet: run `bsopt search` first")
 
-    best = best_by_batch(records)
+    best = best_by_batch(trials)
     lr_notes, fit = [], None
     if len(best) >= MIN_BATCH_SIZES:
         fit = fit_lr_scaling([b.batch_size for b in best], [b.lr for b in best])
-    elif records:
+    elif trials:
         lr_notes.append(
             f"only {len(best)} batch {plural(len(best), 'size has', 'sizes have')} complete "
             f"trials ({sizes_text(b.batch_size for b in best) or 'none'}); the lr scaling fit "
@@ -91,35 +91,35 @@ def analyze_records(
                         "trials")
 
     steps_notes: list[str] = []
-    no_steps = sorted({r.batch_size for r in records if r.val_loss and not r.steps})
+    no_steps = sorted({r.batch_size for r in trials if r.val_loss and not r.steps})
     if no_steps:
         steps_notes.append(f"trials at {batch_sizes_text(no_steps)} have no per-epoch `steps` "
                            "record, so they are left out of steps-to-target")
     if target_loss is not None:
         target, rule = target_loss, "given"
     else:
-        target = default_target(records)
+        target = default_target(trials)
         rule = f"default: {TARGET_SLACK:g} x the worst per-batch-size best val loss"
     rows: list[StepsToTarget] = []
     unreached: list[int] = []
     critical = None
     if target is None:
-        if records:
+        if trials:
             steps_notes.append("no trial has a val loss curve with steps: run `bsopt search`, "
-                               "whose training loop records them")
+                               "whose training loop trials them")
     else:
-        rows, unreached = steps_to_target(records, target)
+        rows, unreached = steps_to_target(trials, target)
         critical = _critical_batch(rows, unreached, target, steps_notes)
 
-    noise = noise_scale_by_batch(records)
+    noise = noise_scale_by_batch(trials)
     noise_notes = []
-    if not noise and records:
+    if not noise and trials:
         noise_notes.append("no trial measured the gradient noise scale: run trials with "
                            "--noise-scale (it splits each batch into micro-batches)")
     return StudyAnalysis(
         study_name=study_name,
-        complete_trials=sum(r.state == "COMPLETE" for r in records),
-        pruned_trials=sum(r.state == "PRUNED" for r in records),
+        complete_trials=sum(r.state == "COMPLETE" for r in trials),
+        pruned_trials=sum(r.state == "PRUNED" for r in trials),
         best=tuple(best), lr_scaling=fit, lr_notes=tuple(lr_notes),
         target_loss=target, target_rule=rule, steps_to_target=tuple(rows),
         unreached=tuple(unreached), critical_batch=critical, steps_notes=tuple(steps_notes),

@@ -18,7 +18,7 @@ def _num(value: float | None, spec: str = ".4g") -> str:
     return "-" if value is None or not math.isfinite(value) else format(value, spec)
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+def _indented_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return textwrap.indent(table(headers, rows), "  ").splitlines()
 
 
@@ -34,7 +34,7 @@ def _notes(notes: Iterable[str]) -> list[str]:
 def _best_lr_section(a: StudyAnalysis) -> list[str]:
     lines = ["Best learning rate per batch size (lowest final val loss among complete trials)"]
     if a.best:
-        lines += _table(
+        lines += _indented_table(
             ["batch", "trials", "lrs", "best lr", "val loss", "train loss", "gap", "val acc",
              "train s", "trial"],
             [[str(b.batch_size), str(b.complete_trials), str(b.lrs_tried),
@@ -61,7 +61,7 @@ def _steps_section(a: StudyAnalysis) -> list[str]:
         lines += ["  fewest optimizer steps over each batch size's trials (complete and pruned),",
                   "  interpolated linearly between epoch ends"]
         crit = a.critical_batch
-        lines += _table(
+        lines += _indented_table(
             ["batch", "steps", "examples", "fit steps", "trial"],
             [[str(r.batch_size), ("<= " if r.upper_bound else "") + _num(r.steps, ".1f"),
               _num(r.examples, ".4g"), _num(crit.steps(r.batch_size), ".1f") if crit else "-",
@@ -85,7 +85,7 @@ def _noise_section(a: StudyAnalysis) -> list[str]:
         last_column = NOISE_COLUMNS - 1
         shown = (sorted({round(i * (epochs - 1) / last_column) for i in range(NOISE_COLUMNS)})
                  if epochs > NOISE_COLUMNS else list(range(epochs)))
-        lines += _table(
+        lines += _indented_table(
             ["batch", "trials"] + [f"epoch {e + 1}" for e in shown],
             [[str(s.batch_size), str(s.trials)]
              + [_num(s.medians[e] if e < len(s.medians) else None, ".4g") for e in shown]

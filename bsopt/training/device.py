@@ -16,9 +16,18 @@ def resolve_device(name: str) -> torch.device:
     """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {name!r}: give auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"unknown device {name!r}: give auto, cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {name} but no CUDA device is available: use --device cpu")
-    return torch.device(name)
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise UsageError(f"--device {name} but only {torch.cuda.device_count()} CUDA devices "
+                         "are visible")
+    return device
 
 
 def threads_per_worker(workers: int) -> int:

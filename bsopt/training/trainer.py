@@ -1,7 +1,7 @@
 """The training loop: epochs over in-memory tensors, gradient accumulation, warmup, metrics.
 
 One ``Trainer`` trains one model with one (batch size, lr). It knows nothing of Optuna: the
-objective (``bsopt.objective``) calls :meth:`Trainer.run_epoch` and reports each
+objective (``bsopt.search.objective``) calls :meth:`Trainer.run_epoch` and reports each
 :class:`EpochResult` to the trial. ``state_dict``/``load_state_dict`` make a checkpoint
 (model, optimizer, RNG states, curves) that contains only tensors and plain values, so it
 loads with ``torch.load(weights_only=True)``.
@@ -9,6 +9,7 @@ loads with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -17,6 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from bsopt import catalog
+from bsopt.errors import UsageError
+from bsopt.import_path import load_object
 from bsopt.internals import fused_optimizer_devices
 from bsopt.training.data import TensorData
 
@@ -79,14 +83,25 @@ class History:
         return {k: [getattr(e, k) for e in self.epochs] for k in keys}
 
 
-def make_optimizer(name: str, params: Any, lr: float, momentum: float) -> torch.optim.Optimizer:
-    """The optimizer ``name`` (sgd or adam), fused into one kernel where PyTorch can."""
+def make_optimizer(name: str, params: Any, lr: float, momentum: float,
+                   **options: Any) -> torch.optim.Optimizer:
+    """The optimizer ``name`` of :data:`bsopt.catalog.OPTIMIZERS`, fused where PyTorch can.
+
+    ``momentum`` and ``options`` (e.g. ``betas``, ``eps``) go to the optimizers that take them.
+
+    Raises:
+        UsageError: an unknown name.
+    """
+    if name not in catalog.OPTIMIZERS:
+        raise UsageError(f"unknown optimizer {name!r}: choose "
+                         f"{catalog.names(catalog.OPTIMIZERS)}")
+    optimizer_class = load_object(catalog.OPTIMIZERS[name].optimizer, "--optimizer")
+    takes = inspect.signature(optimizer_class).parameters
     params = list(params)
     # The unfused CPU step runs ~8 small ops per parameter tensor: a third of a batch-8 step.
-    fused = True if _can_fuse(params) else None
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, fused=fused)
-    return torch.optim.Adam(params, lr=lr, fused=fused)
+    kwargs = {"lr": lr, "fused": True if _can_fuse(params) else None, "momentum": momentum,
+              **options}
+    return optimizer_class(params, **{k: v for k, v in kwargs.items() if k in takes})
 
 
 def _can_fuse(params: list[Any]) -> bool:

@@ -12,8 +12,9 @@ It may import plotly, optuna, optuna-dashboard, :mod:`bsopt.analysis`, the stora
 (to open a storage for the dashboard) and bsopt's leaf modules; never training or search.
 """
 
+from bsopt.visualization.dashboard import attach_figures, run_dashboard
 from bsopt.visualization.figures import FIGURE_KEYS, figures_from_records, study_figures
 from bsopt.visualization.report import report_html, write_report
 
-__all__ = ["FIGURE_KEYS", "figures_from_records", "report_html", "study_figures",
-           "write_report"]
+__all__ = ["FIGURE_KEYS", "attach_figures", "figures_from_records", "report_html",
+           "run_dashboard", "study_figures", "write_report"]

@@ -18,10 +18,10 @@ from bsopt.visualization.figure_data import (
 from bsopt.visualization.layout import LAYOUT, LEGEND_BELOW, batch_colors, message_figure, note
 
 
-def learning_curves_figure(records: Sequence[TrialRecord]) -> go.Figure:
+def learning_curves_figure(trials: Sequence[TrialRecord]) -> go.Figure:
     """Validation and training loss per epoch, one line per trial, grouped by batch size."""
     title = "Learning curves by batch size"
-    curves = learning_curves_data(records)
+    curves = learning_curves_data(trials)
     if not curves:
         return message_figure(title, "No trial has recorded a loss curve yet.")
     colors = batch_colors([c.batch_size for c in curves])
@@ -55,10 +55,10 @@ def learning_curves_figure(records: Sequence[TrialRecord]) -> go.Figure:
     return fig
 
 
-def best_lr_figure(records: Sequence[TrialRecord]) -> go.Figure:
+def best_lr_figure(trials: Sequence[TrialRecord]) -> go.Figure:
     """The best lr at each batch size, with linear and square-root scaling lines (log-log)."""
     title = "Best learning rate by batch size"
-    best = best_by_batch(records)
+    best = best_by_batch(trials)
     if not best:
         return message_figure(title, "No complete trials yet: no best learning rate to show.")
     fig = go.Figure(
@@ -112,10 +112,10 @@ def _batch_panels(
     return fig
 
 
-def final_by_batch_figure(records: Sequence[TrialRecord]) -> go.Figure:
+def final_by_batch_figure(trials: Sequence[TrialRecord]) -> go.Figure:
     """Final val loss and val accuracy against batch size, each at that batch's best lr."""
     title = "Final loss and accuracy at each batch size's best learning rate"
-    best = best_by_batch(records)
+    best = best_by_batch(trials)
     if not best:
         return message_figure(title, "No complete trials yet.")
     panels = [
@@ -126,10 +126,10 @@ def final_by_batch_figure(records: Sequence[TrialRecord]) -> go.Figure:
     return _batch_panels(title, [b.batch_size for b in best], panels, text)
 
 
-def throughput_figure(records: Sequence[TrialRecord]) -> go.Figure:
+def throughput_figure(trials: Sequence[TrialRecord]) -> go.Figure:
     """Seconds per epoch and samples per second against batch size (medians)."""
     title = "Throughput by batch size"
-    rows = throughput_data(records)
+    rows = throughput_data(trials)
     if not rows:
         return message_figure(title, "No trial has recorded epoch times yet.")
     panels = [

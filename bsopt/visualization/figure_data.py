@@ -128,14 +128,14 @@ def _spans_plane(xy: np.ndarray) -> bool:
     return len(xy) >= 3 and np.linalg.matrix_rank(xy - xy.mean(axis=0), tol=1e-9) == 2
 
 
-def surface_data(records: Sequence[TrialRecord], grid_points: int = GRID_POINTS) -> SurfaceData:
+def surface_data(trials: Sequence[TrialRecord], grid_points: int = GRID_POINTS) -> SurfaceData:
     """Split trials into surface points and others; interpolate the loss when possible.
 
     The grid is linear interpolation (``scipy.interpolate.griddata``) over the convex hull of
     the COMPLETE trials; trials at the same (batch size, lr) are averaged first.
     """
     complete, other = [], []
-    for p in map(_point, records):
+    for p in map(_point, trials):
         (complete if p.state == "COMPLETE" and math.isfinite(p.loss) else other).append(p)
     by_xy: dict[tuple[float, float], list[float]] = defaultdict(list)
     for p in complete:
@@ -157,10 +157,10 @@ def surface_data(records: Sequence[TrialRecord], grid_points: int = GRID_POINTS)
     return SurfaceData(complete, other, gx.tolist(), gy.tolist(), rows)
 
 
-def learning_curves_data(records: Sequence[TrialRecord]) -> list[Curve]:
+def learning_curves_data(trials: Sequence[TrialRecord]) -> list[Curve]:
     """Per-epoch losses of every trial that has any, ordered by batch size then number."""
     curves = []
-    for r in sorted(records, key=lambda r: (r.batch_size, r.number)):
+    for r in sorted(trials, key=lambda r: (r.batch_size, r.number)):
         n = max(len(r.train_loss), len(r.val_loss))
         if n == 0:
             continue
@@ -190,10 +190,10 @@ def scaling_lines(best: Sequence[BestRun]) -> list[ScalingLine]:
     return lines
 
 
-def throughput_data(records: Sequence[TrialRecord]) -> list[Throughput]:
+def throughput_data(trials: Sequence[TrialRecord]) -> list[Throughput]:
     """Per batch size: median over its trials of each trial's median epoch time and speed."""
     groups: dict[int, list[TrialRecord]] = defaultdict(list)
-    for r in records:
+    for r in trials:
         groups[r.batch_size].append(r)
 
     def median_of_medians(series: list[list[float]]) -> float | None:

@@ -33,9 +33,9 @@ FIGURES = {
 FIGURE_KEYS = tuple(FIGURES)  # stable: the dashboard's graph-object ids and the report use them
 
 
-def figures_from_records(records: Sequence[TrialRecord]) -> dict[str, go.Figure]:
-    """Every bsopt figure of these records, keyed by :data:`FIGURE_KEYS`."""
-    return {key: make(records) for key, make in FIGURES.items()}
+def figures_from_records(trials: Sequence[TrialRecord]) -> dict[str, go.Figure]:
+    """Every bsopt figure of these trials, keyed by :data:`FIGURE_KEYS`."""
+    return {key: make(trials) for key, make in FIGURES.items()}
 
 
 def study_figures(study: optuna.Study) -> dict[str, go.Figure]:

@@ -17,9 +17,16 @@ import optuna
 import plotly.graph_objects as go
 from optuna.trial import TrialState
 
+from bsopt.config import OBJECTIVES
 from bsopt.errors import UsageError
-from bsopt.records import CONFIG_ATTR, study_records, trial_record
-from bsopt.study import best_trials, state_counts
+from bsopt.records import (
+    CONFIG_ATTR,
+    best_trials,
+    state_counts,
+    study_objectives,
+    study_records,
+    trial_summary,
+)
 from bsopt.visualization.figures import figures_from_records
 
 STYLE = """
@@ -48,7 +55,7 @@ def _cell(value: Any) -> str:
     return f"<td>{html.escape(text)}</td>"
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+def _html_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>\n" for row in rows)
     return f"<table>\n<tr>{head}</tr>\n{body}</table>\n"
@@ -57,7 +64,7 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 def _definition_section(study: optuna.Study) -> str:
     definition = study.user_attrs.get(CONFIG_ATTR)
     if isinstance(definition, dict) and definition:
-        body = _table(("field", "value"), definition.items())
+        body = _html_table(("field", "value"), definition.items())
     else:
         body = "<p>This study holds no bsopt definition (it was not created by bsopt).</p>\n"
     return '<h2 id="definition">Study definition</h2>\n' + body
@@ -66,7 +73,7 @@ def _definition_section(study: optuna.Study) -> str:
 def _trials_section(study: optuna.Study) -> str:
     counts = state_counts(study)
     by_state = [(s.name, counts[s.name]) for s in TrialState if s.name in counts]
-    return '<h2 id="trials">Trials</h2>\n' + _table(
+    return '<h2 id="trials">Trials</h2>\n' + _html_table(
         ("state", "trials"), [*by_state, ("total", sum(counts.values()))]
     )
 
@@ -78,15 +85,15 @@ def _best_section(study: optuna.Study, n_best: int) -> str:
         else "lowest final validation loss"
     )
     head = f'<h2 id="best">Best trials ({ranking}, top {n_best})</h2>\n'
-    best = [r for t in best_trials(study, n_best) if (r := trial_record(t)) is not None]
+    objectives = study_objectives(study)
+    best = [trial_summary(t, objectives) for t in best_trials(study, n_best)]
     if not best:
         return head + "<p>No complete trial yet.</p>\n"
-    header = ("trial", "batch size", "lr", "final val loss", "val accuracy", "epochs", "seconds")
-    rows = [
-        (r.number, r.batch_size, r.lr, r.final_loss, r.final_accuracy, r.epochs, r.total_seconds)
-        for r in best
-    ]
-    return head + _table(header, rows)
+    header = ("trial", "batch size", "lr", *(OBJECTIVES[o] for o in objectives),
+              "val accuracy", "epochs", "seconds")
+    rows = [(s["number"], s["batch_size"], s["lr"], *s["values"].values(), s["val_accuracy"],
+             s["epochs"], s["train_seconds"]) for s in best]
+    return head + _html_table(header, rows)
 
 
 def _figures_section(figures: dict[str, go.Figure]) -> str:

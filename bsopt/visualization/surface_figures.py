@@ -84,10 +84,10 @@ def _plane_axes(points: Sequence[Point]) -> tuple[dict, dict]:
     )
 
 
-def loss_surface_figure(records: Sequence[TrialRecord]) -> go.Figure:
+def loss_surface_figure(trials: Sequence[TrialRecord]) -> go.Figure:
     """Contour of the final val loss over log2 batch size x log10 lr, with the trials."""
     title = "Final validation loss over batch size and learning rate"
-    data = surface_data(records)
+    data = surface_data(trials)
     points = data.complete + data.other
     if not points:
         return message_figure(title, "No finished trials yet: nothing to place on the map.")
@@ -117,10 +117,10 @@ def loss_surface_figure(records: Sequence[TrialRecord]) -> go.Figure:
     return fig
 
 
-def loss_surface_3d_figure(records: Sequence[TrialRecord]) -> go.Figure:
+def loss_surface_3d_figure(trials: Sequence[TrialRecord]) -> go.Figure:
     """The interpolated loss surface in 3-D with the trials (only the trials if too few)."""
     title = "Loss surface (3-D)"
-    data = surface_data(records)
+    data = surface_data(trials)
     points = data.complete + data.other
     if not points:
         return message_figure(title, "No finished trials yet: nothing to draw.")

@@ -1,0 +1,90 @@
+"""What tests share besides fixtures: one QUICK setting, and onlookers of real processes.
+
+Fixtures (storages, processes, planted trials) are in ``tests/conftest.py``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from bsopt import records
+from bsopt.storage import make_storage, sqlite_database_path
+from bsopt.storage.artifacts import DatabaseArtifactStore
+from bsopt.storage.checkpoints import CheckpointOwner
+
+REPO = Path(__file__).resolve().parents[1]
+# The one quick training setting: a real trial of the reference CNN in well under a second.
+QUICK: dict[str, Any] = {"dataset": "digits", "max_train_samples": 128, "epochs": 1,
+                         "batch_size": "32:64"}
+QUICK_FLAGS = [part for key, value in QUICK.items()
+               for part in (f"--{key.replace('_', '-')}", str(value))]
+TIMEOUT = 300  # seconds: only against a hang, never an assertion about speed
+FAST_HEARTBEATS = {"BSOPT_HEARTBEAT_SECONDS": "1", "BSOPT_GRACE_SECONDS": "2"}
+# Trials of several short epochs: long enough to stop in the middle, quick to finish. One
+# (batch size, lr) point, so a test knows exactly how each trial trains.
+EPOCHS = 8
+LONG_TRIALS = ["--sampler", "random", "--pruner", "none", "--dataset", "digits",
+               "--max-train-samples", "300", "--epochs", str(EPOCHS), "--batch-size", "16:16",
+               "--lr", "1e-3:1e-3"]
+StartBsopt = Callable[..., subprocess.Popen]
+
+
+def wait_for(condition: Callable[[], Any], what: str) -> Any:
+    """Poll ``condition`` until it returns something true (a guard against hangs only)."""
+    deadline = time.monotonic() + TIMEOUT
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.1)
+    return result
+
+
+class Reader:
+    """Reads a study's trials afresh from its storage, as an onlooker (no heartbeats)."""
+
+    def __init__(self, url: str, name: str) -> None:
+        self.storage = make_storage(url, heartbeat=False)
+        self.name = name
+
+    def trials(self) -> list[FrozenTrial]:
+        """The study's trials now (none if the study does not exist yet)."""
+        try:
+            study_id = self.storage.get_study_id_from_name(self.name)
+        except KeyError:
+            return []
+        return self.storage.get_all_trials(study_id)
+
+    def owner(self, trial: FrozenTrial) -> CheckpointOwner:
+        """Whose checkpoints ``trial``'s are (its study's uid and its retry series)."""
+        study = optuna.load_study(study_name=self.name, storage=self.storage)
+        return CheckpointOwner(records.study_uid(study), trial.user_attrs[records.SERIES])
+
+    def running_with_checkpoint(self) -> FrozenTrial | None:
+        """A RUNNING trial that has finished at least one epoch (its checkpoint is in)."""
+        return next((t for t in self.trials()
+                     if t.state == TrialState.RUNNING and records.CHECKPOINT in t.user_attrs),
+                    None)
+
+
+def stored_checkpoints(url: str) -> list[str]:
+    """The ids of the checkpoints a storage holds (in its database, or beside its file)."""
+    path = sqlite_database_path(url)
+    if path is None:
+        return DatabaseArtifactStore(url).artifact_ids()
+    artifacts = path.with_name(path.name + ".artifacts")
+    return sorted(p.name for p in artifacts.iterdir()) if artifacts.exists() else []
+
+
+
+
+def finish(process: subprocess.Popen, status: int = 0) -> tuple[str, str]:
+    """Wait for ``process``; its output, after checking it exited with ``status``."""
+    out, err = process.communicate(timeout=TIMEOUT)
+    assert process.returncode == status, f"exit {process.returncode}\n{out}\n{err}"
+    return out, err
