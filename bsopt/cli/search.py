@@ -7,7 +7,14 @@ import shlex
 import sys
 from typing import Any
 
-from bsopt.cli.options import add_storage, add_study_name, default, positive_int
+from bsopt.cli.options import (
+    add_storage,
+    add_study_name,
+    default,
+    json_table,
+    non_negative_int,
+    positive_int,
+)
 from bsopt.config import ALL_FIELDS, MAX_N_TRIALS, build_config
 from bsopt.config.checks import MAX_WORKERS_ENV, WORKERS_PER_CORE
 
@@ -60,6 +67,36 @@ def add_search(sub: Any) -> None:
                         f"cores unless ${MAX_WORKERS_ENV} allows more")
     p.add_argument("--artifact-dir", metavar="DIR",
                    help="where checkpoints go (default: beside the SQLite file)")
+    own = p.add_argument_group("your own network, data, loop or script")
+    own.add_argument("--model-args", type=json_table, metavar="JSON",
+                     help='keyword arguments of a --model factory, e.g. \'{"width": 64}\'')
+    own.add_argument("--train", metavar="MODULE:FUNCTION",
+                     help="your training loop, called once per trial with a bsopt Run")
+    own.add_argument("--command", metavar="COMMAND",
+                     help='your training script, run once per trial, e.g. "python train.py '
+                          '--bs {batch_size} --lr {lr} --epochs {epochs}"')
+    own.add_argument("--shell", action="store_true", default=None,
+                     help="run --command through /bin/sh (default: not through a shell)")
+    own.add_argument("--image-size", type=positive_int, metavar="PIXELS",
+                     help="imagefolder:DIR images resized to PIXELS x PIXELS")
+    own.add_argument("--data-mode", metavar="MODE",
+                     help=f"auto, memory or stream (default {default('data_mode')}: "
+                          "in memory where the data fit)")
+    own.add_argument("--loader-workers", type=non_negative_int, metavar="N",
+                     help="DataLoader processes when streaming "
+                          f"(default {default('loader_workers')})")
+    own.add_argument("--keep-best", type=non_negative_int, metavar="K",
+                     help="keep the final weights of the best K trials "
+                          f"(default {default('keep_best')})")
+    hardware = p.add_argument_group("GPUs")
+    hardware.add_argument("--gpus", metavar="IDS",
+                          help="GPUs the workers share out, e.g. 0,1,2,3 (default: all visible)")
+    hardware.add_argument("--trials-per-gpu", type=positive_int, metavar="K",
+                          help="workers packed onto one GPU "
+                               f"(default {default('trials_per_gpu')})")
+    hardware.add_argument("--precision", metavar="P",
+                          help=f"fp32, bf16 or fp16 (default {default('precision')}; "
+                               "mixed precision on CUDA)")
     science = p.add_argument_group("batch-size science")
     science.add_argument("--lr-scaling", help=f"{', '.join(SCALING_EXPONENTS)}: sample base_lr "
                          "at --reference-batch and train at base_lr * (B/B0)^k "

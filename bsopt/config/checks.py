@@ -7,6 +7,7 @@ says what to give instead.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import types
@@ -61,10 +62,22 @@ def check_type(name: str, value: Any, hint: Any) -> None:
     elif typing.get_origin(hint) is tuple:
         ok = isinstance(value, tuple) and all(isinstance(v, str) for v in value)
         what = 'a list of strings such as ["loss", "time"]'
+    elif typing.get_origin(hint) is dict:  # stored in the study: JSON with string keys
+        ok, what = _is_json_table(value), "a table of names and values (JSON), e.g. {width = 64}"
     else:  # a new field whose type this function does not know yet: bsopt's bug
         raise TypeError(f"no type check for field {name!r} of type {hint!r}")
     if not ok:
         raise UsageError(f"{USER_NAMES.get(name, name)} must be {what}, got {shown(value)}")
+
+
+def _is_json_table(value: Any) -> bool:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        return False
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def check_study_name(name: str) -> str:
@@ -144,7 +157,8 @@ def validate(config: StudyConfig, field_types: dict[str, Any]) -> None:
                          f"{','.join(OBJECTIVES)} (each at most once)")
     for name in ("epochs", "batch_size_min", "batch_size_max", "lr_min", "lr_max",
                  "grid_lr_points", "n_trials", "timeout", "max_train_samples",
-                 "reference_batch", "max_micro_batch", "workers"):
+                 "reference_batch", "max_micro_batch", "workers", "image_size",
+                 "trials_per_gpu"):
         _check_positive(name.replace("_", "-"), getattr(config, name))
     if config.n_trials is not None and config.n_trials > MAX_N_TRIALS:
         raise UsageError(f"n-trials must be at most {MAX_N_TRIALS} (the study's total "
@@ -167,6 +181,14 @@ def validate(config: StudyConfig, field_types: dict[str, Any]) -> None:
         raise UsageError(
             f"--warmup-epochs must be between 0 and --epochs, got {config.warmup_epochs}"
         )
+    if config.keep_best < 0:
+        raise UsageError(f"keep-best must be 0 or more, got {config.keep_best}")
+    if config.loader_workers < 0:
+        raise UsageError(f"loader-workers must be 0 or more, got {config.loader_workers}")
+    if config.train is not None and config.command is not None:
+        raise UsageError("give --train or --command, not both: each is the whole training")
+    if config.shell and config.command is None:
+        raise UsageError("--shell runs a --command through /bin/sh: give the command too")
     if not powers_of_two(config.batch_size_min, config.batch_size_max):
         raise UsageError(
             f"--batch-size {config.batch_size_min}:{config.batch_size_max} holds no power of two: "

@@ -30,8 +30,15 @@ class StudyConfig:
     sampler: str = "tpe"
     pruner: str = "batch-asha"
     n_trials: int | None = None  # total budget of complete + pruned trials; None: grid size or 20
-    dataset: str = "digits"
-    model: str = "cnn"
+    dataset: str = "digits"  # a catalog name, imagefolder:DIR or package.module:loader
+    model: str = "cnn"  # the reference cnn or mlp, or package.module:factory
+    model_args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of a factory
+    train: str | None = None  # package.module:function, the user's loop: called once per trial
+    command: str | None = None  # the user's training script, run once per trial
+    shell: bool = False  # run the command through /bin/sh (only when asked)
+    image_size: int | None = None  # imagefolder: images resized to this square size
+    keep_best: int = 1  # the final weights of the best K trials are kept
+    precision: str = "fp32"  # fp32, or mixed precision bf16 / fp16 (CUDA)
     epochs: int = 5
     batch_size_min: int = 16
     batch_size_max: int = 256
@@ -56,6 +63,10 @@ class StudyConfig:
     device: str = field(default="auto", compare=False)
     workers: int = field(default=1, compare=False)
     artifact_dir: str | None = field(default=None, compare=False)
+    data_mode: str = field(default="auto", compare=False)  # memory, stream or auto (by size)
+    loader_workers: int = field(default=2, compare=False)  # DataLoader processes when streaming
+    gpus: str | None = field(default=None, compare=False)  # "0,1": GPUs to share out (all)
+    trials_per_gpu: int = field(default=1, compare=False)  # workers packed onto one GPU
 
     def __post_init__(self) -> None:
         validate(self, FIELD_TYPES)
