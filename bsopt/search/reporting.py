@@ -77,7 +77,8 @@ class TrialReporter:
         """
         if epoch != self.epochs_done + 1:
             raise ValueError(f"epoch {epoch} reported after epoch {self.epochs_done}: report "
-                             "each epoch once, in order, starting at 1")
+                             "each epoch once, in order, starting at 1 (a resumed loop goes on "
+                             "from the epoch of the state it saved after that epoch's report)")
         now = time.monotonic()
         values = {_ALIASES.get(k, k): v for k, v in metrics.items()}
         values.setdefault(records.EPOCH_SECONDS, now - self._last)

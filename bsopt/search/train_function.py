@@ -12,16 +12,17 @@ bsopt adds to its own trainer::
             start = state["epoch"]
         for epoch in range(start + 1, run.epochs + 1):
             ...train one epoch with run.batch_size...
+            run.report(epoch, val_loss, train_loss=..., val_accuracy=...)  # may prune
             run.save_state({"model": model.state_dict(), "optim": optimizer.state_dict(),
                             "epoch": epoch})
-            run.report(epoch, val_loss, train_loss=..., val_accuracy=...)  # may prune
         run.save_weights(model.state_dict())           # kept for the best trials
         return val_loss                                # or nothing: the last reported one
 
 ``run.report`` stores the curve, asks the pruner and raises ``optuna.TrialPruned`` when the
 trial should stop (let it propagate). ``run.save_state`` keeps tensors and plain values only
 (loaded back without unpickling code), in the study's artifact store, so a retry on another
-machine resumes from the last saved epoch.
+machine resumes from the last saved epoch. Call it after ``run.report``: the state belongs to
+the epoch last reported, whose curve the retry shows up to that epoch.
 """
 
 from __future__ import annotations
@@ -110,7 +111,10 @@ class Run:
             raise Interrupted(f"interrupted after epoch {epoch}")
 
     def save_state(self, state: dict[str, Any]) -> None:
-        """Checkpoint ``state`` (tensors and plain values) for a retry of this trial.
+        """Checkpoint ``state`` (tensors and plain values) as that of the epoch last reported.
+
+        A retry of this trial (its worker died) gets it from :meth:`load_state` and goes on
+        from the epoch after that one.
 
         Raises:
             ValueError: ``state`` holds something that would need unpickling code to load.
