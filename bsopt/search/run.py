@@ -15,6 +15,7 @@ import queue
 import signal
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +38,7 @@ from bsopt.storage import (
 
 if TYPE_CHECKING:  # torch is imported where trials train, not where studies are opened
     from bsopt.search.objective import ModelFactory
-    from bsopt.training import TensorData
+    from bsopt.training import TrialData
 
 BEST_SHOWN = 5  # best trials in a search's result
 
@@ -55,20 +56,23 @@ class SearchResult:
     best: list[optuna.trial.FrozenTrial]
     interrupted: bool = False
     errors: list[str] = field(default_factory=list)  # workers that stopped early, and why
+    data: str = ""  # the data line: splits, in memory or streamed, and why
 
 
-def _load_data(config: StudyConfig) -> TensorData:
+def _load_data(config: StudyConfig) -> TrialData:
     from bsopt.training import load_dataset, resolve_device
 
     return load_dataset(config.dataset, data_dir=config.data_dir,
                         max_train_samples=config.max_train_samples,
-                        device=resolve_device(config.device))
+                        device=resolve_device(config.device), image_size=config.image_size,
+                        mode=config.data_mode, loader_workers=config.loader_workers,
+                        workers=config.workers)
 
 
 def _run_one_worker(config: StudyConfig, *, stop: Any, progress: ProgressCallback | None,
                     model_factory: ModelFactory | None, worker_name: str,
                     study: optuna.Study | None = None,
-                    data: TensorData | None = None) -> WorkerResult:
+                    data: TrialData | None = None) -> WorkerResult:
     """Load the study and data in this process (unless given) and run one worker on it."""
     from bsopt.search.objective import Objective
     from bsopt.storage.checkpoints import make_artifact_store
@@ -162,7 +166,8 @@ def _run_worker_processes(config: StudyConfig, stop: Any,
 
 def search(config: StudyConfig, explicit: dict[str, Any] | None = None, *,
            progress: ProgressCallback | None = None,
-           model_factory: ModelFactory | None = None) -> SearchResult:
+           model_factory: ModelFactory | None = None,
+           on_data: Callable[[str], None] | None = None) -> SearchResult:
     """Create or join the study described by ``config`` and run its remaining budget.
 
     Args:
@@ -173,6 +178,8 @@ def search(config: StudyConfig, explicit: dict[str, Any] | None = None, *,
         model_factory: Builds the user's network from (input shape, number of classes)
             instead of the reference CNN/MLP (one worker only: it must be importable to be
             sent to worker processes).
+        on_data: Called once the data are loaded, before any trial, with one line saying
+            what they are and whether they are held in memory or streamed, and why.
 
     Raises:
         UsageError: bad input (see ``bsopt.config`` and ``bsopt.search.study``); ``DiskFull``
@@ -195,8 +202,12 @@ def search(config: StudyConfig, explicit: dict[str, Any] | None = None, *,
     plan = plan_study(config, reader, explicit)
     data = _load_data(plan.config)
     from bsopt.search.objective import check_trainable
+    from bsopt.training import describe
 
     check_trainable(plan.config, data, model_factory)
+    data_line = describe(data)
+    if on_data is not None:
+        on_data(data_line)
     study = open_study(plan, make_storage(config.storage, stale_trial_callback=retry_failed_trial))
     config = plan.config
     if config.workers == 1:
@@ -207,6 +218,7 @@ def search(config: StudyConfig, explicit: dict[str, Any] | None = None, *,
                                      worker_name=worker_name(0), study=study, data=data)
         exits = [WorkerExit(0, interrupted=result.interrupted_trial is not None)]
     else:
+        data = None  # each worker process loads its own copy: do not hold one more here
         stop = multiprocessing.get_context("spawn").Event()
         with stop_on_signals(stop):
             exits = _run_worker_processes(config, stop, progress)
@@ -222,4 +234,5 @@ def search(config: StudyConfig, explicit: dict[str, Any] | None = None, *,
         study=study, study_name=study.study_name, storage=mask_url(resolve_url(config.storage)),
         config=config, counts=state_counts(study), budget_left=budget_left(study),
         best=best_trials(study, BEST_SHOWN), interrupted=interrupted, errors=errors,
+        data=data_line,
     )
