@@ -11,7 +11,13 @@ import pytest
 # The benchmarks live beside the package, not in it: import them from the repository root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import concurrency, grid_table, search_efficiency, throughput  # noqa: E402
+from benchmarks import (  # noqa: E402
+    command_overhead,
+    concurrency,
+    grid_table,
+    search_efficiency,
+    throughput,
+)
 
 
 def finite(value: float) -> bool:
@@ -87,3 +93,19 @@ def test_concurrency_counts_are_consistent(backend):
     bsopt = next(r for r in rows if r["mode"] == "bsopt")
     assert (bsopt["errors"], bsopt["lost"], bsopt["duplicates"], bsopt["extra"]) == (0, 0, 0, 0)
     assert "bsopt/optuna" in concurrency.format_report(result)
+
+
+def test_command_overhead_compares_the_same_trials_in_and_out_of_process():
+    result = command_overhead.main(["--trials", "2", "--epochs", "2", "--workloads", "no-op"])
+    (row,) = result["rows"]
+    assert row["workload"] == "no-op"
+    assert finite(row["in_process"]) and finite(row["command"]) and finite(row["overhead"])
+    assert row["overhead"] == row["command"] - row["in_process"]
+    assert "| no-op |" in command_overhead.format_report(result)
+
+
+@pytest.mark.slow  # the digits script in processes that import torch
+def test_command_overhead_splits_the_script_start_from_bsopt_s_part():
+    result = command_overhead.main(["--trials", "1", "--epochs", "1", "--workloads", "digits"])
+    assert finite(result["script_start"]) and result["script_start"] > 0
+    assert "the digits script's own start" in command_overhead.format_report(result)

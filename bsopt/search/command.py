@@ -179,6 +179,9 @@ class CommandObjective:
         self.stop = stop
         self.progress = progress
         self.grace = env_seconds(GRACE_ENV, GRACE_SECONDS)
+        import torch
+
+        self.threads = torch.get_num_threads()
         # Local scratch of each retry series, beside the study's checkpoints on this machine.
         self.base = Path(config.artifact_dir or default_artifact_dir(resolve_url(config.storage)))
         self._warned: set[str] = set()
@@ -230,7 +233,9 @@ class CommandObjective:
                 BATCH_SIZE_ENV: str(values["batch_size"]), LR_ENV: repr(values["lr"]),
                 EPOCHS_ENV: str(values["epochs"]), SEED_ENV: str(values["seed"]),
                 DEVICE_ENV: values["device"], PARAMS_ENV: json.dumps(trial.params),
-                "PYTHONUNBUFFERED": "1"}  # a Python script's lines arrive as it prints them
+                "PYTHONUNBUFFERED": "1",  # a Python script's lines arrive as it prints them
+                # the worker's share of the cores, as bsopt's own trainer gets (--workers)
+                "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS") or str(self.threads)}
 
     def _follow(self, process: ScriptProcess, trial: optuna.Trial, owner: CheckpointOwner,
                 reporter: TrialReporter, directory: Path) -> None:
