@@ -40,6 +40,7 @@ parser.add_argument("--no-reports", action="store_true", help="train and print n
 parser.add_argument("--bad-report", action="store_true", help='print {"epoch": "one", ...}')
 parser.add_argument("--weights-from", type=Path, help="copy this file to weights.pt at the end")
 parser.add_argument("--skip-epoch", type=int, help="never report this epoch")
+parser.add_argument("--kill-self", action="store_true", help="die by SIGKILL after epoch 1")
 args = parser.parse_args()
 
 trial = int(os.environ["BSOPT_TRIAL"])
@@ -88,6 +89,9 @@ for epoch in range(start + 1, args.epochs + 1):
         print(json.dumps({"epoch": epoch, "val_loss": loss, **metrics}))
     else:
         bsopt.report(epoch, loss, **metrics)
+    if args.kill_self:
+        print("about to die", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer would
     if args.garbage:
         print(f"epoch {epoch} done {{not json}}\n", flush=True)
         print("{\"epoch\": 99}", file=sys.stderr, flush=True)

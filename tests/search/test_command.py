@@ -183,6 +183,22 @@ def test_a_script_that_breaks_the_contract_fails_and_says_how(
         assert not trial.user_attrs.get(records.CHECKPOINT)  # so each retry starts over
 
 
+def test_a_script_killed_by_a_signal_fails_saying_which(tmp_path: Path) -> None:
+    with pytest.raises(TooManyFailures, match="killed by SIGKILL"):
+        run(tmp_path, command("--kill-self"), n_trials=1)
+    reason = trials(tmp_path)[0].user_attrs[records.FAIL_REASON]
+    assert reason.splitlines()[0] == ("CommandFailed: the command was killed by SIGKILL: "
+                                      "about to die")
+
+
+def test_a_two_objective_study_gets_the_loss_and_the_seconds(tmp_path: Path) -> None:
+    run(tmp_path, command(), n_trials=1, objectives="loss,time")
+    (trial,) = trials(tmp_path)
+    assert trial.values[0] == pytest.approx(trial.user_attrs[records.VAL_LOSS][-1])
+    assert trial.values[1] == pytest.approx(sum(trial.user_attrs[records.EPOCH_SECONDS]))
+    assert trial.values[1] > 0
+
+
 def test_the_weights_a_script_leaves_are_kept_for_the_best_trial(tmp_path: Path) -> None:
     weights = tmp_path / "w.pt"
     torch.save({"layer.weight": torch.arange(6.0).reshape(2, 3)}, weights)
