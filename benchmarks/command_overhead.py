@@ -14,9 +14,11 @@ batch sizes and learning rates), SQLite, one worker, no pruner, one after the ot
 
 A trial's seconds are its start-to-complete time in the storage (``datetime_start`` to
 ``datetime_complete``); overhead per trial is the mean command trial minus the mean
-in-process trial. The digits script's own start (``python examples/train_script.py
---epochs 0``: interpreter, torch, scikit-learn, data) is timed on its own too, so the
-overhead splits into what any separate process of that script costs and what bsopt adds.
+in-process trial. CPU seconds (this process and the commands it ran, per trial) are shown
+beside them: on a shared machine they move less with the load than wall time does. The
+digits script's own start (``python examples/train_script.py --epochs 0``: interpreter,
+torch, scikit-learn, data) is timed on its own too, so the overhead splits into what any
+separate process of that script costs and what bsopt adds.
 
 Run::
 
@@ -27,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import shlex
 import statistics
 import subprocess
@@ -68,8 +72,16 @@ def train_noop(run: Any) -> None:
         run.report(epoch, 1.0 / epoch)
 
 
-def _study_seconds(fields: dict[str, Any], directory: Path, name: str) -> list[float]:
-    """Run one study; each trial's start-to-complete seconds."""
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and of its children that have ended (the commands)."""
+    own, children = (resource.getrusage(who)
+                     for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _study_seconds(fields: dict[str, Any], directory: Path, name: str) -> tuple[list[float],
+                                                                               float]:
+    """Run one study: each trial's start-to-complete seconds, and the CPU seconds per trial."""
     import optuna
 
     from bsopt.config import build_config
@@ -79,21 +91,25 @@ def _study_seconds(fields: dict[str, Any], directory: Path, name: str) -> list[f
     config, explicit = build_config(None, {"storage": url, "study_name": name,
                                            "sampler": "random", "pruner": "none",
                                            "lr": "1e-3:1e-2", "batch_size": "16:64", **fields})
+    cpu = _cpu_seconds()
     search(config, explicit)
+    cpu = _cpu_seconds() - cpu
     trials = optuna.load_study(study_name=name, storage=url).trials
     assert all(t.state.name == "COMPLETE" for t in trials), [t.state for t in trials]
-    return [(t.datetime_complete - t.datetime_start).total_seconds() for t in trials]
+    return [(t.datetime_complete - t.datetime_start).total_seconds() for t in trials], (
+        cpu / len(trials))
 
 
-def script_start_seconds(repeats: int = 3) -> float:
-    """Median seconds of the digits script doing everything but train: its own start."""
-    times = []
+def script_start_seconds(repeats: int = 3) -> tuple[float, float]:
+    """Median (wall, CPU) seconds of the digits script doing all but train: its own start."""
+    walls, cpus = [], []
     for _ in range(repeats):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), _cpu_seconds()
         subprocess.run([sys.executable, str(SCRIPT), "--epochs", "0", "--samples", str(SAMPLES)],
                        check=True, capture_output=True)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        walls.append(time.perf_counter() - started)
+        cpus.append(_cpu_seconds() - cpu)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def measure(trials: int, epochs: int, workloads: tuple[str, ...]) -> dict[str, Any]:
@@ -115,31 +131,40 @@ def measure(trials: int, epochs: int, workloads: tuple[str, ...]) -> dict[str, A
         for workload in workloads:
             command, function = commands[workload]
             budget = {"n_trials": trials, "epochs": epochs}
-            inside = _study_seconds({**budget, "train": function}, Path(tmp), f"{workload}-in")
-            outside = _study_seconds({**budget, "command": command}, Path(tmp),
-                                     f"{workload}-cmd")
+            inside, inside_cpu = _study_seconds({**budget, "train": function}, Path(tmp),
+                                                f"{workload}-in")
+            outside, outside_cpu = _study_seconds({**budget, "command": command}, Path(tmp),
+                                                  f"{workload}-cmd")
             rows.append({"workload": workload, "in_process": statistics.mean(inside),
                          "command": statistics.mean(outside),
-                         "overhead": statistics.mean(outside) - statistics.mean(inside)})
-    start = script_start_seconds() if "digits" in workloads else None
-    return {"trials": trials, "epochs": epochs, "rows": rows, "script_start": start}
+                         "overhead": statistics.mean(outside) - statistics.mean(inside),
+                         "in_process_cpu": inside_cpu, "command_cpu": outside_cpu,
+                         "overhead_cpu": outside_cpu - inside_cpu})
+    start, start_cpu = script_start_seconds() if "digits" in workloads else (None, None)
+    return {"trials": trials, "epochs": epochs, "rows": rows, "script_start": start,
+            "script_start_cpu": start_cpu, "load_average": os.getloadavg()[0]}
 
 
 def format_report(result: dict[str, Any]) -> str:
     """The rows as a Markdown table, and the overhead split into its parts."""
-    lines = [f"{result['trials']} trials x {result['epochs']} epochs per study, SQLite, "
-             "one worker", "",
-             "| workload | in-process s/trial | --command s/trial | overhead s/trial |",
-             "|---|---:|---:|---:|"]
+    lines = [f"{result['trials']} trials x {result['epochs']} epochs per study, SQLite, one "
+             f"worker, load average {result['load_average']:.1f}", "",
+             "| workload | in-process s/trial | --command s/trial | overhead s/trial "
+             "| in-process CPU s | --command CPU s | overhead CPU s |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         lines.append(f"| {r['workload']} | {r['in_process']:.3f} | {r['command']:.3f} | "
-                     f"{r['overhead']:.3f} |")
+                     f"{r['overhead']:.3f} | {r['in_process_cpu']:.3f} | "
+                     f"{r['command_cpu']:.3f} | {r['overhead_cpu']:.3f} |")
     digits = next((r for r in result["rows"] if r["workload"] == "digits"), None)
     if digits is not None and result["script_start"] is not None:
-        lines += ["", f"the digits script's own start (interpreter, torch, scikit-learn, "
-                      f"data): {result['script_start']:.3f} s; the rest of its overhead "
-                      f"(bsopt's process handling, parsing, checkpoints): "
-                      f"{digits['overhead'] - result['script_start']:.3f} s per trial"]
+        lines += ["", "the digits script's own start (interpreter, torch, scikit-learn, data): "
+                      f"{result['script_start']:.3f} s ({result['script_start_cpu']:.3f} CPU s);"
+                      " the rest of its overhead (bsopt's process handling, parsing, "
+                      f"checkpoints; the child's cold start of training): "
+                      f"{digits['overhead'] - result['script_start']:.3f} s "
+                      f"({digits['overhead_cpu'] - result['script_start_cpu']:.3f} CPU s) "
+                      "per trial"]
     return "\n".join(lines)
 
 

@@ -99,8 +99,10 @@ def test_command_overhead_compares_the_same_trials_in_and_out_of_process():
     result = command_overhead.main(["--trials", "2", "--epochs", "2", "--workloads", "no-op"])
     (row,) = result["rows"]
     assert row["workload"] == "no-op"
-    assert finite(row["in_process"]) and finite(row["command"]) and finite(row["overhead"])
+    for key in ("in_process", "command", "overhead", "in_process_cpu", "command_cpu"):
+        assert finite(row[key]), key
     assert row["overhead"] == row["command"] - row["in_process"]
+    assert row["command_cpu"] > 0  # the commands' own CPU time is counted
     assert "| no-op |" in command_overhead.format_report(result)
 
 
@@ -108,4 +110,5 @@ def test_command_overhead_compares_the_same_trials_in_and_out_of_process():
 def test_command_overhead_splits_the_script_start_from_bsopt_s_part():
     result = command_overhead.main(["--trials", "1", "--epochs", "1", "--workloads", "digits"])
     assert finite(result["script_start"]) and result["script_start"] > 0
+    assert finite(result["script_start_cpu"]) and result["script_start_cpu"] > 0
     assert "the digits script's own start" in command_overhead.format_report(result)
