@@ -10,6 +10,10 @@ The library behind the ``bsopt`` command. A study is defined by a :class:`StudyC
     result = bsopt.search(config, explicit)
     print(bsopt.format_analysis(bsopt.analyze(result.study)))
 
+A training script run by ``bsopt search --command`` reports each epoch with
+``bsopt.report(epoch, val_loss, **metrics)`` and finds its checkpoint directory with
+``bsopt.checkpoint_dir()`` (:mod:`bsopt.script`).
+
 Names are imported on first use, so ``import bsopt`` is quick (no torch, no Optuna).
 """
 
@@ -34,15 +38,20 @@ _EXPORTS = {
     "analyze": "bsopt.analysis",
     "StudyAnalysis": "bsopt.analysis",
     "format_analysis": "bsopt.analysis",
+    "report": "bsopt.script",
+    "checkpoint_dir": "bsopt.script",
+    "in_trial": "bsopt.script",
 }
 
 __all__ = ["SearchResult", "StudyAnalysis", "StudyConfig", "UsageError", "__version__",
-           "analyze", "build_config", "format_analysis", "search"]
+           "analyze", "build_config", "checkpoint_dir", "format_analysis", "in_trial", "report",
+           "search"]
 
 if TYPE_CHECKING:
     from bsopt.analysis import StudyAnalysis, analyze, format_analysis
     from bsopt.config import StudyConfig, build_config
     from bsopt.errors import UsageError
+    from bsopt.script import checkpoint_dir, in_trial, report
     from bsopt.search import SearchResult, search
 
 

@@ -52,6 +52,10 @@ CHECKPOINT = "checkpoint"  # {"artifact_id": str, "epoch": int} of the latest ch
 WEIGHTS = "weights"  # artifact id of a complete trial's final weights (the best K are kept)
 TORCH_THREADS = "torch_threads"  # a resume is bit-exact only at the same thread count
 CHANCE_LOSS = "chance_loss"  # the loss of guessing on the trial's data: ln(classes)
+# The trial's own attributes, one value each: never a metric's name (a script's "lr" curve
+# must not overwrite the effective learning rate).
+SCALARS = (LR, MICRO_BATCH, TRAIN_SECONDS, PEAK_MEMORY_MB, PRUNED_REASON, FAIL_REASON,
+           RESUMED_FROM_EPOCH, WORKER, SERIES, CHECKPOINT, WEIGHTS, TORCH_THREADS, CHANCE_LOSS)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import (  # noqa: E402
+    command_overhead,
     concurrency,
     data_paths,
     grid_table,
@@ -104,3 +105,22 @@ def test_concurrency_counts_are_consistent(backend):
     bsopt = next(r for r in rows if r["mode"] == "bsopt")
     assert (bsopt["errors"], bsopt["lost"], bsopt["duplicates"], bsopt["extra"]) == (0, 0, 0, 0)
     assert "bsopt/optuna" in concurrency.format_report(result)
+
+
+def test_command_overhead_compares_the_same_trials_in_and_out_of_process():
+    result = command_overhead.main(["--trials", "2", "--epochs", "2", "--workloads", "no-op"])
+    (row,) = result["rows"]
+    assert row["workload"] == "no-op"
+    for key in ("in_process", "command", "overhead", "in_process_cpu", "command_cpu"):
+        assert finite(row[key]), key
+    assert row["overhead"] == row["command"] - row["in_process"]
+    assert row["command_cpu"] > 0  # the commands' own CPU time is counted
+    assert "| no-op |" in command_overhead.format_report(result)
+
+
+@pytest.mark.slow  # the digits script in processes that import torch
+def test_command_overhead_splits_the_script_start_from_bsopt_s_part():
+    result = command_overhead.main(["--trials", "1", "--epochs", "1", "--workloads", "digits"])
+    assert finite(result["script_start"]) and result["script_start"] > 0
+    assert finite(result["script_start_cpu"]) and result["script_start_cpu"] > 0
+    assert "the digits script's own start" in command_overhead.format_report(result)

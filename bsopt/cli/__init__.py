@@ -60,7 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bsopt: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except TooManyFailures as exc:  # the objective keeps failing: say so, no traceback
-        print(f"bsopt: error: {exc}; each trial's fail_reason is in `bsopt export`",
+        first = (str(exc).splitlines() or [""])[0]  # a script's stderr follows on more lines
+        print(f"bsopt: error: {first}; each trial's fail_reason is in `bsopt export`",
               file=sys.stderr)
         return 1
     except StorageFull as exc:  # mid-study: trials ran, so not a usage error

@@ -49,7 +49,9 @@ class ProgressPrinter:
                 self.stream.write("\r\x1b[K" + line)
                 self.stream.flush()
         elif event.kind == Kind.END:
-            outcome = event.error or (f"val_loss {event.values[0]:.4f}" if event.values else "")
+            # The first line of an error: a script's stderr is on the lines after it.
+            outcome = ((event.error or "").partition("\n")[0]
+                       or (f"val_loss {event.values[0]:.4f}" if event.values else ""))
             line = (f"{self._prefix(event)}  {event.state:<8}  {outcome}  "
                     f"({event.seconds or 0:.1f} s)")
             self.stream.write(("\r\x1b[K" if self.live else "") + line + "\n")

@@ -76,7 +76,7 @@ def _check_training(config: StudyConfig,
     """Load what trials will train on and check it, before the study is written.
 
     Returns:
-        The data bsopt's trainer trains on; None when the user's function trains.
+        The data bsopt's trainer trains on; None when the user's function or command trains.
 
     Raises:
         UsageError: an unknown or missing dataset, model, optimizer, device or function.
@@ -84,6 +84,11 @@ def _check_training(config: StudyConfig,
     from bsopt.training import resolve_device
 
     resolve_device(config.device)
+    if config.command is not None:
+        from bsopt.search.command import check_command
+
+        check_command(config)
+        return None
     if config.train is not None:
         from bsopt.search.train_function import load_train_function
 
@@ -99,10 +104,15 @@ def _check_training(config: StudyConfig,
 def _make_objective(config: StudyConfig, *, stop: Any, progress: ProgressCallback | None,
                     model_factory: ModelFactory | None, data: TrialData | None,
                     artifact_store: Any) -> Callable[[optuna.Trial], Any]:
-    """What one trial runs: the user's training function, or bsopt's trainer."""
+    """What one trial runs: the user's command or training function, or bsopt's trainer."""
     from bsopt.training import resolve_device
 
     device = resolve_device(config.device)
+    if config.command is not None:
+        from bsopt.search.command import CommandObjective
+
+        return CommandObjective(config, str(device), artifact_store=artifact_store,
+                                stop=stop, progress=progress)
     if config.train is not None:
         from bsopt.search.train_function import TrainFunctionObjective
 

@@ -125,3 +125,23 @@ def test_a_study_name_of_the_longest_length_runs_end_to_end(
     capsys.readouterr()
     assert main(["best", "--storage", db, "--study-name", name, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["study_name"] == name
+
+
+def test_a_script_that_keeps_crashing_is_one_error_line_each_trial_one_line(
+        tmp_path: Path, db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    script = tmp_path / "crash.py"
+    script.write_text("import sys\nprint('one', file=sys.stderr)\nprint('two', file=sys.stderr)\n"
+                      "raise SystemExit('three: out of patience')\n")
+    argv = ["search", "--storage", db, "--study-name", "crash", "--n-trials", "1",
+            "--command", f"{sys.executable} {script} --lr {{lr}}"]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    ends = [line for line in captured.out.splitlines() if line.startswith("trial")]
+    assert len(ends) == 3 and all(
+        "FAIL      CommandFailed: the command exited with status 1: three: out of patience"
+        in line for line in ends)
+    assert "[trial 0] two" in captured.err  # the script's stderr, marked, as it came
+    last = captured.err.splitlines()[-1]
+    assert last == ("bsopt: error: 3 trials failed in a row; the last with CommandFailed: the "
+                    "command exited with status 1: three: out of patience; each trial's "
+                    "fail_reason is in `bsopt export`")
