@@ -25,6 +25,10 @@ from bsopt.internals import study_id
 # when a study is created, and the study's unique id (checkpoints are keyed by it).
 CONFIG_ATTR = "bsopt_config"
 UID_ATTR = "bsopt_uid"
+# Scores on the test split by `bsopt evaluate`: {"<trial number>": {"test_loss": ..., ...}}. On
+# the study, since Optuna lets no one change a finished trial.
+TEST_SCORES_ATTR = "bsopt_test_scores"
+TEST_LOSS, TEST_ACCURACY, TEST_EXAMPLES = "test_loss", "test_accuracy", "test_examples"
 
 # Trial user attributes: per-epoch lists ...
 TRAIN_LOSS = "train_loss"
@@ -206,13 +210,22 @@ def study_objectives(study: optuna.Study) -> tuple[str, ...]:
     return tuple((study_config(study) or {}).get("objectives", ["loss"]))
 
 
-def trial_summary(trial: FrozenTrial, objectives: Sequence[str]) -> dict[str, Any]:
+def test_scores(study: optuna.Study) -> dict[int, dict[str, Any]]:
+    """The test-split scores ``bsopt evaluate`` stored, by trial number."""
+    stored = study.user_attrs.get(TEST_SCORES_ATTR) or {}
+    return {int(number): scores for number, scores in stored.items()}
+
+
+def trial_summary(trial: FrozenTrial, objectives: Sequence[str],
+                  scores: dict[int, dict[str, Any]] | None = None) -> dict[str, Any]:
     """What bsopt shows of a best trial, wherever it shows it (table, JSON, report).
 
     ``values`` is keyed by objective (``loss``, ``time``); :data:`bsopt.config.OBJECTIVES`
-    names the metric each one is.
+    names the metric each one is. ``scores`` (:func:`test_scores`) adds the trial's
+    ``test_loss`` and ``test_accuracy`` (None until ``bsopt evaluate`` scored it).
     """
     record = trial_record(trial)
+    score = (scores or {}).get(trial.number, {})
     return {
         "number": trial.number, "batch_size": trial.params.get("batch_size"),
         "lr": effective_lr(trial), "params": dict(trial.params),
@@ -220,4 +233,5 @@ def trial_summary(trial: FrozenTrial, objectives: Sequence[str]) -> dict[str, An
         "val_accuracy": record.final_accuracy if record else None,
         "epochs": record.epochs if record else 0,
         "train_seconds": record.total_seconds if record else None,
+        TEST_LOSS: score.get(TEST_LOSS), TEST_ACCURACY: score.get(TEST_ACCURACY),
     }

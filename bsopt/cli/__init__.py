@@ -21,7 +21,8 @@ EXIT_USAGE = 2
 
 
 COMMANDS: list[Callable[[Any], None]] = [
-    search_command.add_search, studies.add_studies, studies.add_best, studies.add_export,
+    search_command.add_search, studies.add_studies, studies.add_best, studies.add_evaluate,
+    studies.add_export,
     figures.add_plots, figures.add_report, figures.add_dashboard, science.add_analyze,
     science.add_profile, serve.add_storage_proxy,
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 import optuna
 
@@ -14,15 +14,21 @@ from bsopt.search.progress import Kind, TrialProgress
 from bsopt.text import table
 
 
-def best_table(trials: Sequence[optuna.trial.FrozenTrial], objectives: Sequence[str]) -> str:
-    """The best trials as a table (:func:`bsopt.records.trial_summary` of each)."""
-    rows = []
-    for t in trials:
-        s = records.trial_summary(t, objectives)
-        rows.append([s["number"], s["batch_size"], s["lr"], *s["values"].values(),
-                     s["val_accuracy"], s["epochs"], s["train_seconds"]])
+def best_table(trials: Sequence[optuna.trial.FrozenTrial], objectives: Sequence[str],
+               scores: dict[int, dict[str, Any]] | None = None) -> str:
+    """The best trials as a table (:func:`bsopt.records.trial_summary` of each).
+
+    With ``scores`` (``bsopt evaluate``'s), the test loss and accuracy too.
+    """
+    summaries = [records.trial_summary(t, objectives, scores) for t in trials]
+    tested = any(s[records.TEST_LOSS] is not None for s in summaries)
+    rows = [[s["number"], s["batch_size"], s["lr"], *s["values"].values(), s["val_accuracy"],
+             s["epochs"], s["train_seconds"],
+             *([s[records.TEST_LOSS], s[records.TEST_ACCURACY]] if tested else [])]
+            for s in summaries]
     return table(["trial", "batch_size", "lr", *(OBJECTIVES[o] for o in objectives),
-                  "val_acc", "epochs", "train_s"], rows)
+                  "val_acc", "epochs", "train_s", *(["test_loss", "test_acc"] if tested else [])],
+                 rows)
 
 
 class ProgressPrinter:

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from bsopt.cli.options import add_storage, add_study_name, output_file, write
+from bsopt.cli.options import add_storage, add_study_name, output_file, positive_int, write
 
 
 def add_studies(sub: Any) -> None:
@@ -56,7 +56,45 @@ def cmd_best(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2))
     else:
-        print(best_table(summary.trials, summary.objectives))
+        print(best_table(summary.trials, summary.objectives, summary.scores))
+    return 0
+
+
+def add_evaluate(sub: Any) -> None:
+    p = sub.add_parser("evaluate", help="score the best trials' weights on the test split",
+                       description="Score the best trials' kept weights once on the test split, "
+                       "which the search never saw; the scores are stored in the study.")
+    add_study_name(p)
+    add_storage(p)
+    p.add_argument("--top", type=positive_int, default=1, metavar="K",
+                   help="the best K trials (default %(default)s; the study keeps the weights "
+                        "of its best --keep-best)")
+    p.add_argument("--data-dir", metavar="DIR", help="where the dataset is, as for search")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (%(default)s)")
+    p.add_argument("--artifact-dir", metavar="DIR",
+                   help="where the search kept checkpoints and weights, if it was given one")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from bsopt.search.evaluate import evaluate_study
+    from bsopt.text import table
+
+    scores = evaluate_study(args.storage, args.study_name, top=args.top,
+                            data_dir=args.data_dir, device=args.device,
+                            artifact_dir=args.artifact_dir)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(s) for s in scores], indent=2))
+        return 0
+    print(table(["trial", "batch_size", "lr", "val_loss", "test_loss", "test_acc", "examples"],
+                [[s.trial, s.batch_size, s.lr, s.val_loss, s.test_loss, s.test_accuracy,
+                  s.test_examples or None] for s in scores]))
+    for s in scores:
+        if s.missing:
+            print(f"trial {s.trial}: {s.missing}", file=sys.stderr)
     return 0
 
 

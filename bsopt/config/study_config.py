@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 from bsopt.config.checks import validate
@@ -73,13 +74,18 @@ class StudyConfig:
 
     @property
     def name(self) -> str:
-        """The study's name: the one given, else ``<dataset>-<model>`` or ``<module>-<function>``
-        of a ``--train`` function."""
+        """The study's name: the one given, else ``<dataset>-<model>``, ``<module>-<function>``
+        of a ``--train`` function, or ``<script>-command`` of a ``--command``."""
         if self.study_name:
             return self.study_name
         if self.train is not None:
             module, _, function = self.train.partition(":")
             return f"{module.rsplit('.', 1)[-1]}-{function}"
+        if self.command is not None:
+            words = self.command.split()
+            script = next((w for w in words if w.endswith((".py", ".sh"))), words[0] if words
+                          else "script")
+            return f"{PurePath(script).stem}-command"
         return f"{self.dataset}-{self.model}"
 
     def definition(self) -> dict[str, Any]:

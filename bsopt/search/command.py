@@ -244,7 +244,7 @@ class CommandObjective:
             if report.epoch <= reporter.epochs_done:  # resumed from an earlier state
                 process.ack(report.epoch)
                 continue
-            metrics = self._metrics(report.metrics)
+            metrics = report.metrics
             try:
                 reporter.report(report.epoch, report.val_loss, **metrics)
             except ValueError as exc:  # an epoch out of order: its files are not its curve's
@@ -252,15 +252,6 @@ class CommandObjective:
                 raise CommandFailed(f"{exc}; the retry starts over from epoch 0") from None
             self._snapshot(trial, owner, reporter, directory)
             process.ack(report.epoch)
-
-    def _metrics(self, metrics: dict[str, Any]) -> dict[str, Any]:
-        reserved = [name for name in metrics if name in records.SCALARS]
-        for name in reserved:
-            if name not in self._warned:
-                self._warned.add(name)
-                logger.warning("bsopt: the command reports %r, which is the name of a trial "
-                               "attribute of bsopt's own: that metric is not recorded", name)
-        return {k: v for k, v in metrics.items() if k not in records.SCALARS}
 
     def _snapshot(self, trial: optuna.Trial, owner: CheckpointOwner, reporter: TrialReporter,
                   directory: Path) -> None:

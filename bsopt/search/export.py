@@ -38,12 +38,17 @@ def trial_dicts(study: optuna.Study) -> list[dict[str, Any]]:
 def export_study(study: optuna.Study, fmt: str) -> str:
     """The study's trials as ``csv`` (curves as JSON cells) or ``json`` (with the definition)."""
     rows = trial_dicts(study)
+    scores = records.test_scores(study)
+    for row in rows:
+        row.update({records.TEST_LOSS: None, records.TEST_ACCURACY: None,
+                    **{k: v for k, v in scores.get(row["number"], {}).items()
+                       if k in (records.TEST_LOSS, records.TEST_ACCURACY)}})
     if fmt == "json":
         return json.dumps({"study_name": study.study_name, "definition": study_config(study),
                            "trials": rows}, indent=2)
     buffer = io.StringIO()
     scalar = ["number", "state", "batch_size", "lr", "value", "datetime_start",
-              "datetime_complete"]
+              "datetime_complete", records.TEST_LOSS, records.TEST_ACCURACY]
     curves = [c for c in records.CURVES if any(c in r["user_attrs"] for r in rows)]
     writer = csv.DictWriter(buffer, fieldnames=scalar + ["params", *curves, "pruned_reason",
                                                          "fail_reason"])

@@ -10,6 +10,7 @@ A resumed trial replays the epochs of its checkpoint first (:meth:`TrialReporter
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Mapping
@@ -23,6 +24,8 @@ from bsopt.search.progress import Kind, ProgressCallback, TrialProgress
 
 # Metrics the trainer reports under other names than the records' curves.
 _ALIASES = {"seconds": records.EPOCH_SECONDS}
+logger = logging.getLogger("bsopt.search.reporting")
+_warned: set[str] = set()  # reserved metric names already warned about, in this process
 
 
 class TrialReporter:
@@ -81,6 +84,13 @@ class TrialReporter:
                              "from the epoch of the state it saved after that epoch's report)")
         now = time.monotonic()
         values = {_ALIASES.get(k, k): v for k, v in metrics.items()}
+        for name in [n for n in values if n in records.SCALARS]:
+            # A per-epoch "lr" curve would overwrite the lr the trial trained with.
+            if name not in _warned:
+                _warned.add(name)
+                logger.warning("bsopt: a metric named %r is reported, which is the name of "
+                               "a trial attribute of bsopt's own: it is not recorded", name)
+            del values[name]
         values.setdefault(records.EPOCH_SECONDS, now - self._last)
         self._last = now
         if records.STEPS not in values and "examples" in values:

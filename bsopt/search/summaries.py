@@ -59,10 +59,11 @@ class BestTrials:
     study_name: str
     objectives: tuple[str, ...]
     trials: list[optuna.trial.FrozenTrial]
+    scores: dict[int, dict[str, Any]]  # bsopt evaluate's test scores, by trial number
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: one entry per trial with batch size, lr, values and final metrics."""
-        entries = [records.trial_summary(t, self.objectives) for t in self.trials]
+        entries = [records.trial_summary(t, self.objectives, self.scores) for t in self.trials]
         key = "best_trials" if len(self.objectives) > 1 else "best_trial"
         return {"study_name": self.study_name, "objectives": list(self.objectives),
                 key: entries if len(self.objectives) > 1 else (entries[0] if entries else None)}
@@ -80,7 +81,7 @@ def best_trial_summary(storage_url: str | None, name: str) -> BestTrials:
     if not trials:
         raise UsageError(f"study {name!r} has no complete trial yet: run `bsopt search "
                          f"--study-name {name}` first")
-    return BestTrials(name, objectives, trials)
+    return BestTrials(name, objectives, trials, records.test_scores(study))
 
 
 def save_best_model(storage_url: str | None, name: str, path: str | Path, *,

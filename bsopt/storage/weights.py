@@ -96,5 +96,6 @@ def load_weights(store: Any, trial: FrozenTrial) -> bytes:
         with store.open_reader(artifact_id) as reader:
             return reader.read()
     except ArtifactNotFound:
-        raise UsageError(f"the weights of trial {trial.number} ({artifact_id}) are not in this "
-                         "artifact store: give the --artifact-dir the search used") from None
+        raise UsageError(f"the weights of trial {trial.number} are gone: a study keeps those of "
+                         "its best --keep-best trials only (or give the --artifact-dir the "
+                         "search used)") from None

@@ -21,10 +21,13 @@ from bsopt.config import OBJECTIVES
 from bsopt.errors import UsageError
 from bsopt.records import (
     CONFIG_ATTR,
+    TEST_ACCURACY,
+    TEST_LOSS,
     best_trials,
     state_counts,
     study_objectives,
     study_records,
+    test_scores,
     trial_summary,
 )
 from bsopt.visualization.figures import figures_from_records
@@ -86,13 +89,17 @@ def _best_section(study: optuna.Study, n_best: int) -> str:
     )
     head = f'<h2 id="best">Best trials ({ranking}, top {n_best})</h2>\n'
     objectives = study_objectives(study)
-    best = [trial_summary(t, objectives) for t in best_trials(study, n_best)]
+    scores = test_scores(study)
+    best = [trial_summary(t, objectives, scores) for t in best_trials(study, n_best)]
     if not best:
         return head + "<p>No complete trial yet.</p>\n"
+    tested = any(s[TEST_LOSS] is not None for s in best)
     header = ("trial", "batch size", "lr", *(OBJECTIVES[o] for o in objectives),
-              "val accuracy", "epochs", "seconds")
+              "val accuracy", "epochs", "seconds",
+              *(("test loss", "test accuracy") if tested else ()))
     rows = [(s["number"], s["batch_size"], s["lr"], *s["values"].values(), s["val_accuracy"],
-             s["epochs"], s["train_seconds"]) for s in best]
+             s["epochs"], s["train_seconds"],
+             *((s[TEST_LOSS], s[TEST_ACCURACY]) if tested else ())) for s in best]
     return head + _html_table(header, rows)
 
 
