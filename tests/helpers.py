@@ -15,7 +15,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from bsopt import records
-from bsopt.storage import make_storage, sqlite_database_path
+from bsopt.storage import make_storage, storage_file
 from bsopt.storage.artifacts import DatabaseArtifactStore
 from bsopt.storage.checkpoints import CheckpointOwner
 
@@ -74,7 +74,7 @@ class Reader:
 
 def stored_checkpoints(url: str) -> list[str]:
     """The ids of the checkpoints a storage holds (in its database, or beside its file)."""
-    path = sqlite_database_path(url)
+    path = storage_file(url)
     if path is None:
         return DatabaseArtifactStore(url).artifact_ids()
     artifacts = path.with_name(path.name + ".artifacts")

@@ -8,7 +8,8 @@ fails. The retry resumes from the dead trial's last checkpoint.
 
 Optuna's heartbeats do not pass through the gRPC proxy: behind it, a worker counts up the
 trial's system attribute ``bsopt:beat`` instead, which ``bsopt storage-proxy`` turns into
-heartbeats (:mod:`bsopt.storage.proxy`).
+heartbeats (:mod:`bsopt.storage.proxy`). A journal file has no Optuna heartbeats either: its
+storage counts up the same attribute itself (:mod:`bsopt.storage.journal`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from bsopt import records
 from bsopt.internals import FAILED_TRIAL, RETRY_HISTORY
 from bsopt.storage.settings import HEARTBEAT_ENV, HEARTBEAT_SECONDS, env_seconds
 
-PROXY_BEAT_ATTR = "bsopt:beat"  # trial system attribute: a worker's beats through the proxy
+# Trial system attribute: a running trial's beat count, where Optuna's heartbeats do not
+# reach (behind the gRPC proxy; in a journal file, whose storage counts it itself).
+BEAT_ATTR = "bsopt:beat"
 
 # What a retry keeps of the trial it retries: which series it continues and where that
 # series' checkpoint is. Curves, reasons and the rest are the new attempt's to write: a
@@ -48,7 +51,7 @@ def retry_failed_trial(study: optuna.Study, trial: FrozenTrial) -> None:
         if history[-1] == trial.number:
             return
     system_attrs = {FAILED_TRIAL: trial.number, RETRY_HISTORY: [],
-                    **{k: v for k, v in trial.system_attrs.items() if k != PROXY_BEAT_ATTR}}
+                    **{k: v for k, v in trial.system_attrs.items() if k != BEAT_ATTR}}
     system_attrs[RETRY_HISTORY] = [*system_attrs[RETRY_HISTORY], trial.number]
     study.add_trial(optuna.trial.create_trial(
         state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
@@ -61,7 +64,8 @@ def retry_failed_trial(study: optuna.Study, trial: FrozenTrial) -> None:
 def heartbeat_interval(storage: BaseStorage) -> float | None:
     """Seconds between the storage's Optuna heartbeats; None if it records none.
 
-    (The RDB storage and Optuna's cache in front of it have heartbeats; the gRPC proxy not.)
+    (The RDB storage, Optuna's cache in front of it and bsopt's journal storage have
+    heartbeats; the gRPC proxy not.)
     """
     interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
     return None if interval is None else float(interval)
@@ -84,7 +88,7 @@ def heartbeat(storage: BaseStorage, trial_id: int) -> Iterator[None]:
         interval = env_seconds(HEARTBEAT_ENV, HEARTBEAT_SECONDS)
 
         def record(count: int) -> None:
-            storage.set_trial_system_attr(trial_id, PROXY_BEAT_ATTR, count)
+            storage.set_trial_system_attr(trial_id, BEAT_ATTR, count)
     else:
         yield
         return

@@ -31,8 +31,8 @@ from bsopt.interrupts import sigterm_as_keyboard_interrupt
 from bsopt.network import check_address, warn_if_exposed
 from bsopt.records import CONFIG_ATTR
 from bsopt.storage.factory import make_storage
-from bsopt.storage.heartbeats import PROXY_BEAT_ATTR, retry_failed_trial
-from bsopt.storage.urls import mask_url, resolve_url
+from bsopt.storage.heartbeats import BEAT_ATTR, retry_failed_trial
+from bsopt.storage.urls import JOURNAL_SCHEME, mask_url, resolve_url
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 13000
@@ -59,7 +59,7 @@ class HeartbeatRelay:
             running = self.storage.get_all_trials(study_id(frozen), deepcopy=False,
                                                   states=(TrialState.RUNNING,))
             for trial in running:
-                beat = trial.system_attrs.get(PROXY_BEAT_ATTR)
+                beat = trial.system_attrs.get(BEAT_ATTR)
                 if beat is None:
                     continue  # a worker on the database itself records its own heartbeats
                 beats[trial_id(trial)] = beat
@@ -100,6 +100,9 @@ def serve_storage_proxy(storage_url: str | None, *, host: str = DEFAULT_HOST,
     url = resolve_url(storage_url)
     if url.startswith("grpc://"):
         raise UsageError(f"--storage {mask_url(url)} is a proxy already: give the database URL")
+    if url.startswith(JOURNAL_SCHEME):  # its beats are the journal's own: no relay for them
+        raise UsageError(f"--storage {url} is a journal file, which workers open directly on "
+                         "the shared filesystem: serve an sqlite:// or postgresql:// database")
     check_address(host, port)  # before the storage is opened (and maybe created)
     backend = make_storage(url, stale_trial_callback=retry_failed_trial)
     out = out or sys.stdout
