@@ -160,6 +160,36 @@ def _run_worker_processes(config: StudyConfig, stop: Any,
     return [exits[i] for i in sorted(exits)]
 
 
+def prepare_search(config: StudyConfig, explicit: dict[str, Any] | None = None, *,
+                   model_factory: ModelFactory | None = None,
+                   ) -> tuple[optuna.Study, StudyConfig, TensorData]:
+    """Check everything, then create or join the study; no trial runs.
+
+    What :func:`search` does before its workers start, and what ``bsopt launch`` does
+    before it hands workers to a cluster.
+
+    Returns:
+        The study, the config in force (the stored definition with this run's fields) and
+        the data its trials train on.
+
+    Raises:
+        UsageError: bad input; the study another process created contradicts it.
+    """
+    # Check everything, and load the data the study will train on, before anything is
+    # written: bad input, an absent dataset or a missing device leave the storage as it
+    # was. So the checks read the storage opened as the reading commands open it (a
+    # database without Optuna's tables holds no study to join, and is not opened at all).
+    reader = (make_storage(config.storage, heartbeat=False, create=False)
+              if holds_optuna_tables(config.storage) else None)
+    plan = plan_study(config, reader, explicit)
+    data = _load_data(plan.config)
+    from bsopt.search.objective import check_trainable
+
+    check_trainable(plan.config, data, model_factory)
+    study = open_study(plan, make_storage(config.storage, stale_trial_callback=retry_failed_trial))
+    return study, plan.config, data
+
+
 def search(config: StudyConfig, explicit: dict[str, Any] | None = None, *,
            progress: ProgressCallback | None = None,
            model_factory: ModelFactory | None = None) -> SearchResult:
@@ -186,19 +216,7 @@ def search(config: StudyConfig, explicit: dict[str, Any] | None = None, *,
         result = search(config, explicit)
         attach_figures(result.study)  # bsopt.visualization: what `bsopt search` then does
     """
-    # Check everything, and load the data the study will train on, before anything is
-    # written: bad input, an absent dataset or a missing device leave the storage as it
-    # was. So the checks read the storage opened as the reading commands open it (a
-    # database without Optuna's tables holds no study to join, and is not opened at all).
-    reader = (make_storage(config.storage, heartbeat=False, create=False)
-              if holds_optuna_tables(config.storage) else None)
-    plan = plan_study(config, reader, explicit)
-    data = _load_data(plan.config)
-    from bsopt.search.objective import check_trainable
-
-    check_trainable(plan.config, data, model_factory)
-    study = open_study(plan, make_storage(config.storage, stale_trial_callback=retry_failed_trial))
-    config = plan.config
+    study, config, data = prepare_search(config, explicit, model_factory=model_factory)
     if config.workers == 1:
         stop: Any = threading.Event()
         with stop_on_signals(stop):
