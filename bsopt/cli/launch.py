@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bsopt.cli import search as search_command
 from bsopt.cli.options import Parser, add_storage, add_study_name, non_negative_int, positive_int
+from bsopt.cli.search import add_search, search_flags
 from bsopt.config import StudyConfig, build_config
 from bsopt.errors import UsageError
 
@@ -96,13 +96,13 @@ def _non_negative_float(text: str) -> float:
 def study_config(args: argparse.Namespace) -> tuple[StudyConfig, dict[str, Any]]:
     """The study's config from the launch's own flags and the search flags after ``--``."""
     parser = Parser(prog=f"bsopt launch {args.launcher} --")
-    search_command.add_search(parser.add_subparsers(dest="command", parser_class=Parser))
+    add_search(parser.add_subparsers(dest="command", parser_class=Parser))
     searched = parser.parse_args(["search", *args.search_flags])
     for name in OWN_FLAGS:
         if getattr(searched, name) is not None:
             flag = "--" + name.replace("_", "-")
             raise UsageError(f"give {flag} before --: it is a flag of bsopt launch itself")
-    flags = search_command.search_flags(searched)
+    flags = search_flags(searched)
     flags.update({k: getattr(args, k) for k in ("study_name", "storage")
                   if getattr(args, k) is not None})
     return build_config(args.config, flags)
