@@ -27,6 +27,7 @@ from typing import Any
 
 from bsopt.config import StudyConfig
 from bsopt.errors import UsageError
+from bsopt.interrupts import sigterm_as_keyboard_interrupt
 from bsopt.launch.workers import WorkerSpec, plan_workers
 from bsopt.records import state_counts
 from bsopt.search.study import budget_left
@@ -78,19 +79,32 @@ class RayLaunch:
     budget_left: int = 0
 
 
+def start_worker_process(argv: list[str], env: dict[str, str],
+                         directory: str) -> subprocess.Popen:
+    """``python -m bsopt ARGV`` as a child that gets SIGTERM when this process dies.
+
+    It runs in ``directory`` where this node has it (a shared filesystem), else here.
+    """
+    return subprocess.Popen(
+        [sys.executable, "-c", _WORKER_PROCESS, str(os.getpid()), *argv],
+        env={**os.environ, **env}, cwd=directory if os.path.isdir(directory) else None)
+
+
 def run_worker_process(argv: list[str], env: dict[str, str], directory: str) -> dict[str, Any]:
     """A Ray task: one ``bsopt search`` process on this node; its exit status and node.
 
-    It runs in the launching directory where the node has it (a shared filesystem). Its
-    output goes to Ray's log of this task, which the driver shows.
+    Its output goes to Ray's log of this task, which the driver shows.
     """
     import ray
 
-    process = subprocess.Popen(
-        [sys.executable, "-c", _WORKER_PROCESS, str(os.getpid()), *argv],
-        env={**os.environ, **env}, cwd=directory if os.path.isdir(directory) else None)
+    process = start_worker_process(argv, env, directory)
     try:
-        status = process.wait()
+        while True:  # wait in Python, where Ray's cancel (a KeyboardInterrupt) can reach
+            try:
+                status = process.wait(timeout=1.0)
+                break
+            except subprocess.TimeoutExpired:
+                continue
     finally:
         if process.poll() is None:  # cancelled: the worker gives its trial back first
             process.terminate()
@@ -180,19 +194,8 @@ def _run_tasks(ray: Any, spec: WorkerSpec, options: RayOptions,
     say(f"{options.workers} workers of study {spec.study_name!r} submitted to Ray")
     result = RayLaunch(spec.study_name, mask_url(spec.storage))
     try:
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            index = pending.pop(done[0])
-            try:
-                ended = ray.get(done[0])
-            except ray.exceptions.RayError as exc:  # lost with every retry used
-                line = f"worker {index}: lost ({type(exc).__name__})"
-                result.failed += 1
-            else:
-                line = f"worker {index}: exit {ended['status']} on {ended['node']}"
-                result.failed += ended["status"] != 0
-            result.workers.append(line)
-            say(line)
+        with sigterm_as_keyboard_interrupt():  # SIGTERM (a scheduler's, `kill`) as Ctrl-C
+            _wait_for_workers(ray, pending, result, say)
     except KeyboardInterrupt:
         for ref in pending:
             ray.cancel(ref)  # the task's worker gives its trial back
@@ -201,3 +204,21 @@ def _run_tasks(ray: Any, spec: WorkerSpec, options: RayOptions,
     study = open_existing(spec.storage, spec.study_name)  # read afresh, as an onlooker
     result.counts, result.budget_left = state_counts(study), budget_left(study)
     return result
+
+
+def _wait_for_workers(ray: Any, pending: dict[Any, int], result: RayLaunch,
+                      say: Callable[[str], None]) -> None:
+    """Report each worker as it ends, until none is left (``pending`` empties)."""
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        index = pending.pop(done[0])
+        try:
+            ended = ray.get(done[0])
+        except ray.exceptions.RayError as exc:  # lost with every retry used
+            line = f"worker {index}: lost ({type(exc).__name__})"
+            result.failed += 1
+        else:
+            line = f"worker {index}: exit {ended['status']} on {ended['node']}"
+            result.failed += ended["status"] != 0
+        result.workers.append(line)
+        say(line)

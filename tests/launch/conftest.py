@@ -44,8 +44,8 @@ def ray_module() -> Iterator[RayCluster]:
 
 
 @pytest.fixture
-def ray_nodes(ray_module: RayCluster) -> Iterator[RayCluster]:
-    """A Ray cluster of two nodes (head 2 CPUs, node 2 one); node 2 is back after the test."""
-    yield ray_module
+def ray_nodes(ray_module: RayCluster) -> RayCluster:
+    """A Ray cluster of two nodes (head 2 CPUs, node 2 one), node 2 back if a test killed it."""
     if not ray_module.node2_alive():
         ray_module.restart_node2()
+    return ray_module
