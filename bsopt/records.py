@@ -49,6 +49,7 @@ RESUMED_FROM_EPOCH = "resumed_from_epoch"
 WORKER = "worker"
 SERIES = "series"  # number of the first trial of a retry series (retries inherit it)
 CHECKPOINT = "checkpoint"  # {"artifact_id": str, "epoch": int} of the latest checkpoint
+WEIGHTS = "weights"  # artifact id of a complete trial's final weights (the best K are kept)
 TORCH_THREADS = "torch_threads"  # a resume is bit-exact only at the same thread count
 CHANCE_LOSS = "chance_loss"  # the loss of guessing on the trial's data: ln(classes)
 

@@ -185,15 +185,17 @@ def bsopt_process(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
 
     Each runs in a session of its own, so a test can signal it with its worker processes
     (``os.killpg``); whatever is still running at the end of the test is killed.
-    Keyword ``env`` adds environment variables (e.g. short heartbeats). Torch gets one
+    Keyword ``env`` adds environment variables (e.g. short heartbeats), ``cwd`` runs it
+    elsewhere (the repository root, to import ``examples``). Torch gets one
     thread per process (``--workers`` processes share out the cores as usual): tests run
     several commands at once on few cores, where more threads only fight over them.
     """
     started: list[subprocess.Popen] = []
 
-    def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    def start(*args: str, env: dict[str, str] | None = None,
+              cwd: Path | None = None) -> subprocess.Popen:
         process = subprocess.Popen(
-            [sys.executable, "-m", "bsopt", *args], cwd=tmp_path,
+            [sys.executable, "-m", "bsopt", *args], cwd=cwd or tmp_path,
             env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         )

@@ -75,7 +75,15 @@ class Reader:
 
 
 def stored_checkpoints(url: str) -> list[str]:
-    """The ids of the checkpoints a storage holds (in its database, or beside its file)."""
+    """The ids of the checkpoints a storage holds (in its database, or beside its file).
+
+    Not the final weights of the best trials, which are kept on purpose.
+    """
+    return [a for a in stored_artifacts(url) if a.startswith("checkpoint-")]
+
+
+def stored_artifacts(url: str) -> list[str]:
+    """The ids of every artifact a storage holds: checkpoints and kept weights."""
     path = storage_file(url)
     if path is None:
         return DatabaseArtifactStore(url).artifact_ids()

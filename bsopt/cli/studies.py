@@ -36,13 +36,22 @@ def add_best(sub: Any) -> None:
     add_study_name(p)
     add_storage(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--save-model", metavar="FILE.pt", type=output_file,
+                   help="write the best trial's final weights (a state_dict) to FILE.pt")
+    p.add_argument("--artifact-dir", metavar="DIR",
+                   help="where the search kept checkpoints and weights, if it was given one")
     p.set_defaults(func=cmd_best)
 
 
 def cmd_best(args: argparse.Namespace) -> int:
     from bsopt.cli.console import best_table
-    from bsopt.search.summaries import best_trial_summary
+    from bsopt.search.summaries import best_trial_summary, save_best_model
 
+    if args.save_model:
+        trial = save_best_model(args.storage, args.study_name, args.save_model,
+                                artifact_dir=args.artifact_dir)
+        print(f"wrote the weights of trial {trial.number} to {args.save_model}",
+              file=sys.stderr)
     summary = best_trial_summary(args.storage, args.study_name)
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2))

@@ -73,8 +73,14 @@ class StudyConfig:
 
     @property
     def name(self) -> str:
-        """The study's name: the one given, or ``<dataset>-<model>``."""
-        return self.study_name or f"{self.dataset}-{self.model}"
+        """The study's name: the one given, else ``<dataset>-<model>`` or ``<module>-<function>``
+        of a ``--train`` function."""
+        if self.study_name:
+            return self.study_name
+        if self.train is not None:
+            module, _, function = self.train.partition(":")
+            return f"{module.rsplit('.', 1)[-1]}-{function}"
+        return f"{self.dataset}-{self.model}"
 
     def definition(self) -> dict[str, Any]:
         """The fields stored in the study, as JSON-ready values."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -21,8 +20,8 @@ from torch import nn
 from bsopt import records
 from bsopt.config import StudyConfig
 from bsopt.errors import UsageError
-from bsopt.internals import storage_of, trial_id
-from bsopt.search.progress import Kind, ProgressCallback, TrialProgress
+from bsopt.search.progress import ProgressCallback
+from bsopt.search.reporting import TrialReporter
 from bsopt.search.space import suggest
 from bsopt.search.worker import Interrupted
 from bsopt.storage.checkpoints import (
@@ -31,8 +30,10 @@ from bsopt.storage.checkpoints import (
     remove_series_checkpoints,
     save_checkpoint,
 )
+from bsopt.storage.heartbeats import retry_series
+from bsopt.storage.weights import save_weights
+from bsopt.training import models as training_models
 from bsopt.training.data import TensorData
-from bsopt.training.models import build_model
 from bsopt.training.trainer import (
     Diverged,
     EpochResult,
@@ -41,21 +42,8 @@ from bsopt.training.trainer import (
     make_optimizer,
 )
 
-ModelFactory = Callable[[tuple[int, int, int], int], nn.Module]
+ModelFactory = training_models.ModelFactory
 logger = logging.getLogger("bsopt.search.objective")
-
-
-def _report_missing_epochs(trial: optuna.Trial, trainer: Trainer) -> None:
-    """Report the checkpointed epochs the trial has no value for.
-
-    A retry starts with no intermediate values (``bsopt.search.worker.retry_failed_trial``), so its
-    curve is the checkpoint's, including an epoch that the dead worker checkpointed but was
-    killed before reporting.
-    """
-    reported = storage_of(trial.study).get_trial(trial_id(trial)).intermediate_values
-    for epoch in trainer.history.epochs:
-        if epoch.epoch not in reported:
-            trial.report(epoch.val_loss, epoch.epoch)
 
 
 class StopFlagTrainer(Trainer):
@@ -71,16 +59,6 @@ class StopFlagTrainer(Trainer):
         return super()._step(x, y)
 
 
-def retry_series(trial: optuna.Trial) -> int:
-    """The number of the first trial of this trial's retry series (itself if not a retry).
-
-    Retries copy the user attributes of the trial they retry, so the series is inherited.
-    """
-    series = int(trial.user_attrs.get(records.SERIES, trial.number))
-    trial.set_user_attr(records.SERIES, series)
-    return series
-
-
 def check_trainable(config: StudyConfig, data: TensorData,
                     model_factory: ModelFactory | None = None) -> None:
     """Build the network and optimizer a trial would, so that bad names fail before a study.
@@ -89,7 +67,7 @@ def check_trainable(config: StudyConfig, data: TensorData,
         UsageError: an unknown model or optimizer, a factory that raises or does not return
             a ``torch.nn.Module``.
     """
-    factory = model_factory or (lambda shape, k: build_model(config.model, shape, k))
+    factory = model_factory or training_models.model_factory(config.model, config.model_args)
     model = factory(data.input_shape, data.num_classes)
     if not isinstance(model, nn.Module):
         raise UsageError(f"the model factory returned a {type(model).__name__}, not a "
@@ -119,7 +97,8 @@ class Objective:
         self.data = data
         self.device = device
         self.artifact_store = artifact_store
-        self.model_factory = model_factory or (lambda shape, k: build_model(config.model, shape, k))
+        self.model_factory = model_factory or training_models.model_factory(config.model,
+                                                                           config.model_args)
         self.stop = stop
         self.progress = progress
         self._uid: str | None = None
@@ -143,29 +122,28 @@ class Objective:
         trial.set_user_attr(records.PEAK_MEMORY_MB, self._memory_mb(trainer.model, settings))
         owner = CheckpointOwner(self._study_uid(trial), retry_series(trial))
         single = len(self.config.objectives) == 1
+        reporter = TrialReporter(trial, epochs=settings.epochs, batch_size=batch_size, lr=lr,
+                                 pruner_name=self.config.pruner, prune=single,
+                                 progress=self.progress)
         if self.artifact_store is not None:
-            trainer = self._resume(trial, trainer, owner, settings, single)
-        while trainer.epoch < settings.epochs:
-            try:
-                result = trainer.run_epoch()
-            except Diverged as exc:
-                trial.set_user_attr(records.PRUNED_REASON, f"diverged: {exc}")
-                self._notify(trial, batch_size, lr, None, Kind.DIVERGED)
-                self._clear_checkpoints(owner)
-                raise optuna.TrialPruned(f"diverged: {exc}") from None
-            self._record(trial, trainer)
-            if self.artifact_store is not None:
-                save_checkpoint(self.artifact_store, trial, owner, trainer.state_dict(),
-                                result.epoch)
-            if single:
-                trial.report(result.val_loss, result.epoch)
-            self._notify(trial, batch_size, lr, result, Kind.EPOCH)
-            if single and trainer.epoch < settings.epochs and trial.should_prune():
-                trial.set_user_attr(records.PRUNED_REASON,
-                                    f"pruned by {self.config.pruner} after epoch {result.epoch}")
-                self._clear_checkpoints(owner)
-                raise optuna.TrialPruned(f"pruned after epoch {result.epoch}")
+            trainer = self._resume(trial, trainer, owner, settings, reporter)
+        try:
+            while trainer.epoch < settings.epochs:
+                try:
+                    result = trainer.run_epoch()
+                except Diverged as exc:
+                    raise reporter.diverged(str(exc)) from None
+                if self.artifact_store is not None:  # before reporting: see replay()
+                    save_checkpoint(self.artifact_store, trial, owner, trainer.state_dict(),
+                                    result.epoch)
+                self._record_memory(trial)
+                reporter.report(result.epoch, result.val_loss, **_metrics(result))
+        except optuna.TrialPruned:
+            self._clear_checkpoints(owner)
+            raise
         self._clear_checkpoints(owner)
+        if self.artifact_store is not None and self.config.keep_best > 0:
+            save_weights(self.artifact_store, trial, owner.study, trainer.model.state_dict())
         final = trainer.history.epochs[-1]
         seconds = sum(e.seconds for e in trainer.history.epochs)
         values = {"loss": final.val_loss, "time": seconds}
@@ -184,7 +162,7 @@ class Objective:
         return self._uid
 
     def _resume(self, trial: optuna.Trial, trainer: StopFlagTrainer, owner: CheckpointOwner,
-                settings: TrainSettings, single: bool) -> StopFlagTrainer:
+                settings: TrainSettings, reporter: TrialReporter) -> StopFlagTrainer:
         """Continue from the series' checkpoint, or train from the start if it is unusable."""
         state = load_checkpoint(self.artifact_store, trial, owner)
         if state is None:
@@ -201,9 +179,7 @@ class Objective:
                            type(exc).__name__, exc)
             return self._new_trainer(settings)
         trial.set_user_attr(records.RESUMED_FROM_EPOCH, trainer.epoch)
-        self._record(trial, trainer)
-        if single:
-            _report_missing_epochs(trial, trainer)
+        reporter.replay(_curves(trainer.history.epochs))
         return trainer
 
     def _memory_mb(self, model: nn.Module, settings: TrainSettings) -> float:
@@ -219,30 +195,34 @@ class Objective:
         return round(estimate_memory_mb(model, self.data.input_shape, settings.micro_batch,
                                         settings.optimizer), 2)
 
-    def _record(self, trial: optuna.Trial, trainer: Trainer) -> None:
+    def _record_memory(self, trial: optuna.Trial) -> None:
         if self.device.type == "cuda":
             trial.set_user_attr(records.PEAK_MEMORY_MB,
                                 torch.cuda.max_memory_allocated(self.device) / 2**20)
-        curves = trainer.history.as_lists()
-        for key in (records.TRAIN_LOSS, records.VAL_LOSS, records.VAL_ACCURACY, records.STEPS):
-            trial.set_user_attr(key, curves[key])
-        trial.set_user_attr(records.EPOCH_SECONDS, curves["seconds"])
-        trial.set_user_attr(records.SAMPLES_PER_SECOND, curves["samples_per_second"])
-        trial.set_user_attr(records.TRAIN_SECONDS, sum(curves["seconds"]))
-        if trainer.settings.noise_scale:
-            for key in (records.NOISE_SCALE, records.GRAD_SQ_NORM, records.GRAD_TRACE):
-                trial.set_user_attr(key, curves[key])
 
     def _clear_checkpoints(self, owner: CheckpointOwner) -> None:
         if self.artifact_store is not None:
             remove_series_checkpoints(self.artifact_store, owner, self.config.epochs)
 
-    def _notify(self, trial: optuna.Trial, batch_size: int, lr: float,
-                result: EpochResult | None, kind: Kind) -> None:
-        if self.progress is None:
-            return
-        self.progress(TrialProgress(
-            kind, trial.number, batch_size, lr, epoch=result.epoch if result else None,
-            epochs=self.config.epochs, val_loss=result.val_loss if result else None,
-            val_accuracy=result.val_accuracy if result else None,
-        ))
+
+def _metrics(result: EpochResult) -> dict[str, Any]:
+    """An epoch of bsopt's trainer as the metrics it reports (bsopt.records names)."""
+    metrics: dict[str, Any] = {
+        records.TRAIN_LOSS: result.train_loss, records.VAL_ACCURACY: result.val_accuracy,
+        records.EPOCH_SECONDS: result.seconds,
+        records.SAMPLES_PER_SECOND: result.samples_per_second, records.STEPS: result.steps,
+    }
+    if result.noise_scale is not None or result.grad_trace is not None:
+        metrics.update({records.NOISE_SCALE: result.noise_scale,
+                        records.GRAD_SQ_NORM: result.grad_sq_norm,
+                        records.GRAD_TRACE: result.grad_trace})
+    return metrics
+
+
+def _curves(epochs: list[EpochResult]) -> dict[str, list[Any]]:
+    """The curves of a checkpointed history, as :func:`_metrics` reported each epoch."""
+    curves: dict[str, list[Any]] = {records.VAL_LOSS: [e.val_loss for e in epochs]}
+    for epoch in epochs:
+        for name, value in _metrics(epoch).items():
+            curves.setdefault(name, []).append(value)
+    return curves

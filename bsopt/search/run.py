@@ -15,6 +15,7 @@ import queue
 import signal
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,8 @@ from bsopt.storage import (
     resolve_url,
     retry_failed_trial,
 )
+from bsopt.storage.checkpoints import make_artifact_store
+from bsopt.storage.weights import follow_best, sweep
 
 if TYPE_CHECKING:  # torch is imported where trials train, not where studies are opened
     from bsopt.search.objective import ModelFactory
@@ -65,24 +68,67 @@ def _load_data(config: StudyConfig) -> TensorData:
                         device=resolve_device(config.device))
 
 
+def _check_training(config: StudyConfig,
+                    model_factory: ModelFactory | None) -> TensorData | None:
+    """Load what trials will train on and check it, before the study is written.
+
+    Returns:
+        The data bsopt's trainer trains on; None when the user's function trains.
+
+    Raises:
+        UsageError: an unknown or missing dataset, model, optimizer, device or function.
+    """
+    from bsopt.training import resolve_device
+
+    resolve_device(config.device)
+    if config.train is not None:
+        from bsopt.search.train_function import load_train_function
+
+        load_train_function(config.train)
+        return None
+    from bsopt.search.objective import check_trainable
+
+    data = _load_data(config)
+    check_trainable(config, data, model_factory)
+    return data
+
+
+def _make_objective(config: StudyConfig, *, stop: Any, progress: ProgressCallback | None,
+                    model_factory: ModelFactory | None, data: TensorData | None,
+                    artifact_store: Any) -> Callable[[optuna.Trial], Any]:
+    """What one trial runs: the user's training function, or bsopt's trainer."""
+    from bsopt.training import resolve_device
+
+    device = resolve_device(config.device)
+    if config.train is not None:
+        from bsopt.search.train_function import TrainFunctionObjective
+
+        return TrainFunctionObjective(config, str(device), artifact_store=artifact_store,
+                                      stop=stop, progress=progress)
+    from bsopt.search.objective import Objective
+
+    return Objective(config, data if data is not None else _load_data(config), device,
+                     artifact_store=artifact_store, stop=stop, model_factory=model_factory,
+                     progress=progress)
+
+
 def _run_one_worker(config: StudyConfig, *, stop: Any, progress: ProgressCallback | None,
                     model_factory: ModelFactory | None, worker_name: str,
                     study: optuna.Study | None = None,
                     data: TensorData | None = None) -> WorkerResult:
     """Load the study and data in this process (unless given) and run one worker on it."""
-    from bsopt.search.objective import Objective
-    from bsopt.storage.checkpoints import make_artifact_store
-    from bsopt.training import resolve_device
-
     if study is None:
         study = load_study(make_storage(config.storage, stale_trial_callback=retry_failed_trial),
                            config)
-    data = data if data is not None else _load_data(config)
     store = make_artifact_store(resolve_url(config.storage), config.artifact_dir)
-    objective = Objective(config, data, resolve_device(config.device), artifact_store=store,
-                          stop=stop, model_factory=model_factory, progress=progress)
+    objective = _make_objective(config, stop=stop, progress=progress,
+                                model_factory=model_factory, data=data, artifact_store=store)
+
+    def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        follow_best(study, store, trial, config.keep_best)
+
     return run_worker(study, objective, timeout=config.timeout, stop=stop,
-                      worker_name=worker_name, on_trial_end=progress)
+                      worker_name=worker_name, on_trial_end=progress, after_trial=after_trial)
 
 
 def _child_worker(config: StudyConfig, stop: Any, events: Any, index: int,
@@ -162,7 +208,7 @@ def _run_worker_processes(config: StudyConfig, stop: Any,
 
 def prepare_search(config: StudyConfig, explicit: dict[str, Any] | None = None, *,
                    model_factory: ModelFactory | None = None,
-                   ) -> tuple[optuna.Study, StudyConfig, TensorData]:
+                   ) -> tuple[optuna.Study, StudyConfig, TensorData | None]:
     """Check everything, then create or join the study; no trial runs.
 
     What :func:`search` does before its workers start, and what ``bsopt launch`` does
@@ -170,7 +216,7 @@ def prepare_search(config: StudyConfig, explicit: dict[str, Any] | None = None, 
 
     Returns:
         The study, the config in force (the stored definition with this run's fields) and
-        the data its trials train on.
+        the data bsopt's trainer trains on (None when the user's function trains).
 
     Raises:
         UsageError: bad input; the study another process created contradicts it.
@@ -182,10 +228,7 @@ def prepare_search(config: StudyConfig, explicit: dict[str, Any] | None = None, 
     reader = (make_storage(config.storage, heartbeat=False, create=False)
               if holds_optuna_tables(config.storage) else None)
     plan = plan_study(config, reader, explicit)
-    data = _load_data(plan.config)
-    from bsopt.search.objective import check_trainable
-
-    check_trainable(plan.config, data, model_factory)
+    data = _check_training(plan.config, model_factory)
     study = open_study(plan, make_storage(config.storage, stale_trial_callback=retry_failed_trial))
     return study, plan.config, data
 
@@ -232,6 +275,9 @@ def search(config: StudyConfig, explicit: dict[str, Any] | None = None, *,
     failed = [e for e in exits if e.failure is not None]
     if full := [e for e in failed if e.failure == Failure.DISK_FULL]:
         raise StorageFull(full[0].message)
+    if not interrupted:  # weights a worker left behind, two finishing at once
+        sweep(study, make_artifact_store(resolve_url(config.storage), config.artifact_dir),
+              config.keep_best)
     errors = [f"worker {e.worker}: {e.message}" for e in failed]
     if failed and not interrupted and all(e.failure == Failure.TOO_MANY_FAILURES
                                           for e in failed):

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import FrozenTrial
 
 from bsopt import records
 from bsopt.errors import UsageError
 from bsopt.records import best_trials, state_counts
-from bsopt.storage import open_existing, open_existing_storage
+from bsopt.storage import open_existing, open_existing_storage, resolve_url
+from bsopt.storage.checkpoints import make_artifact_store
+from bsopt.storage.weights import load_weights
 
 COUNT_STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 
@@ -77,3 +81,23 @@ def best_trial_summary(storage_url: str | None, name: str) -> BestTrials:
         raise UsageError(f"study {name!r} has no complete trial yet: run `bsopt search "
                          f"--study-name {name}` first")
     return BestTrials(name, objectives, trials)
+
+
+def save_best_model(storage_url: str | None, name: str, path: str | Path, *,
+                    artifact_dir: str | None = None) -> FrozenTrial:
+    """Write the best trial's final weights (its ``state_dict``) to ``path``; that trial.
+
+    The file loads with ``torch.load(path, weights_only=True)`` into the network the study's
+    model factory builds.
+
+    Raises:
+        UsageError: no such study, no complete trial, or its weights were not kept.
+    """
+    best = best_trial_summary(storage_url, name).trials[0]
+    store = make_artifact_store(resolve_url(storage_url), artifact_dir)
+    data = load_weights(store, best)
+    try:
+        Path(path).write_bytes(data)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return best

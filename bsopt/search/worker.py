@@ -140,7 +140,9 @@ def _give_back(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
 def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
                timeout: float | None = None, stop: threading.Event | None = None,
                worker_name: str = "worker",
-               on_trial_end: ProgressCallback | None = None) -> WorkerResult:
+               on_trial_end: ProgressCallback | None = None,
+               after_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None
+               ) -> WorkerResult:
     """Run queued trials of ``study`` until none is left or running, ``timeout`` or ``stop``.
 
     Raises:
@@ -203,6 +205,8 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
             final_state = frozen.state.name
             if frozen.state == TrialState.FAIL:
                 retry_failed_trial(study, frozen)  # failures do not use the budget
+            if after_trial is not None:
+                after_trial(study, frozen)
         result.finished[final_state] = result.finished.get(final_state, 0) + 1
         if on_trial_end is not None:
             source = frozen or storage.get_trial(trial_id(trial))

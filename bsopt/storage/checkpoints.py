@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.artifacts.exceptions import ArtifactNotFound
 
@@ -83,13 +82,15 @@ def remove_series_checkpoints(store: Any, owner: CheckpointOwner, epochs: int) -
     A worker killed between writing a checkpoint and recording it on the trial leaves an
     artifact no trial points to; the ids are known, so the finished series removes them all.
     """
-    for epoch in range(1, epochs + 1):
+    for epoch in range(epochs + 1):  # epoch 0: a state saved before the first epoch ended
         remove_checkpoint(store, {"artifact_id": owner.artifact_id(epoch)})
 
 
 def save_checkpoint(store: Any, trial: optuna.Trial, owner: CheckpointOwner,
                     state: dict[str, Any], epoch: int) -> None:
     """Write ``state`` as ``owner``'s checkpoint after ``epoch`` and drop the older one."""
+    import torch  # here, not at the top: reading a study's storage needs no torch
+
     buffer = io.BytesIO()
     torch.save({"owner": dataclasses.asdict(owner), "epoch": epoch, "state": state}, buffer)
     buffer.seek(0)
@@ -118,6 +119,8 @@ def load_checkpoint(store: Any, trial: optuna.Trial,
     except ArtifactNotFound:
         # e.g. written to another machine's local disk (gRPC proxy without --artifact-dir)
         return _start_over(trial, artifact_id, "it is not in this worker's artifact store")
+    import torch
+
     try:
         payload = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:

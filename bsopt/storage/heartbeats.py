@@ -61,6 +61,16 @@ def retry_failed_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     ))
 
 
+def retry_series(trial: optuna.Trial) -> int:
+    """The number of the first trial of this trial's retry series (itself if not a retry).
+
+    A retry inherits the attribute from the trial it retries (:func:`retry_failed_trial`).
+    """
+    series = int(trial.user_attrs.get(records.SERIES, trial.number))
+    trial.set_user_attr(records.SERIES, series)
+    return series
+
+
 def heartbeat_interval(storage: BaseStorage) -> float | None:
     """Seconds between the storage's Optuna heartbeats; None if it records none.
 

@@ -6,6 +6,7 @@ bsopt calls, so ``--model cnn`` and ``--model package.module:factory`` build ali
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -13,7 +14,7 @@ from torch import nn
 
 from bsopt import catalog
 from bsopt.errors import UsageError
-from bsopt.import_path import load_object
+from bsopt.import_path import is_import_path, load_object
 
 
 class Dropout(nn.Dropout):
@@ -104,12 +105,61 @@ class ReferenceMLP(nn.Module):
         return self.net(x)
 
 
+ModelFactory = Callable[[tuple[int, int, int], int], nn.Module]
+
+
+def model_factory(model: str, model_args: Mapping[str, Any] | None = None) -> ModelFactory:
+    """The factory of the network ``model`` names: a reference network, or the user's own.
+
+    Args:
+        model: ``cnn`` or ``mlp`` (:mod:`bsopt.catalog`), or ``package.module:factory``,
+            imported from the working directory or the installed packages.
+        model_args: Keyword arguments the user's factory is called with (the TOML table
+            ``[model_args]``); the reference networks take none.
+
+    Returns:
+        ``build(input_shape, num_classes) -> nn.Module``, calling the factory as
+        ``factory(input_shape, num_classes, **model_args)``.
+
+    Raises:
+        UsageError: an unknown name, a module or attribute that is not there, or arguments
+            for a reference network; building raises it too when the factory raises or
+            returns something that is not a ``torch.nn.Module``.
+    """
+    args = dict(model_args or {})
+    if model in catalog.MODELS:
+        if args:
+            raise UsageError(f"model_args are keyword arguments of a model factory given as "
+                             f"package.module:name; the reference {model} takes none")
+        target = catalog.MODELS[model].factory
+    elif is_import_path(model):
+        target = model
+    else:
+        raise UsageError(f"unknown model {model!r}: choose {catalog.names(catalog.MODELS)}, "
+                         "or give your factory as package.module:name")
+    factory = load_object(target, "--model")
+    if not callable(factory):
+        raise UsageError(f"--model {model} is a {type(factory).__name__}, not a factory to call")
+
+    def build(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+        try:
+            network = factory(input_shape, num_classes, **args)
+        except Exception as exc:
+            raise UsageError(f"--model {model}: {target}(input_shape={input_shape}, "
+                             f"num_classes={num_classes}{''.join(f', {k}=...' for k in args)})"
+                             f" raised {type(exc).__name__}: {exc}") from None
+        if not isinstance(network, nn.Module):
+            raise UsageError(f"--model {model} returned a {type(network).__name__}, not a "
+                             "torch.nn.Module")
+        return network
+
+    return build
+
+
 def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     """The reference network ``name`` (``cnn`` or ``mlp``) for inputs of ``input_shape``.
 
     Raises:
         UsageError: an unknown name.
     """
-    if name not in catalog.MODELS:
-        raise UsageError(f"unknown model {name!r}: choose {catalog.names(catalog.MODELS)}")
-    return load_object(catalog.MODELS[name].factory, "--model")(input_shape, num_classes)
+    return model_factory(name)(input_shape, num_classes)

@@ -59,7 +59,43 @@ def toml_case(text: str | bytes, message: str, id: str) -> Case:
     return search("--config", "{toml}", toml=text, message=message, id=id)
 
 
+# The user's own code the cases below name (written into the test's working directory).
+USER_CODE = """
+from torch import nn
+
+NOT_CALLABLE = 3
+
+
+def raises(input_shape, num_classes):
+    raise ValueError("no such layer")
+
+
+def not_a_module(input_shape, num_classes):
+    return 42
+"""
+
 CASES = [
+    # --- the user's own model and training function ---
+    search("--model", "nosuchmodule:build", message="no module named 'nosuchmodule'",
+           id="model-no-module"),
+    search("--model", "usercode:nothere", message="has no attribute 'nothere'",
+           id="model-no-name"),
+    search("--model", "usercode:raises", message="raised ValueError: no such layer",
+           id="model-raises"),
+    search("--model", "usercode:not_a_module", message="returned a int, not a torch.nn.Module",
+           id="model-not-a-module"),
+    search("--model", "usercode:NOT_CALLABLE", message="not a factory to call",
+           id="model-not-callable"),
+    search("--model", "resnet 18", message="unknown model 'resnet 18'", id="model-not-a-path"),
+    search("--model", "cnn", "--model-args", '{{"width": 2}}',
+           message="the reference cnn takes none", id="model-args-for-cnn"),
+    search("--model-args", "[1]", message="expected a JSON object", id="model-args-not-object"),
+    toml_case("model_args = 5", "model_args must be a table", id="toml-model-args-int"),
+    search("--train", "nosuchmodule:train", message="no module named 'nosuchmodule'",
+           id="train-no-module"),
+    search("--train", "usercode:NOT_CALLABLE", message="not a function", id="train-not-callable"),
+    search("--train", "usercode:raises", "--command", "python x.py", message="not both",
+           id="train-and-command"),
     # --- flags (the cases test_cli.py had) ---
     search("--sampler", "annealing", message="unknown sampler 'annealing'", id="sampler"),
     search("--pruner", "wilcoxon", message="unknown pruner", id="pruner"),
@@ -259,6 +295,7 @@ def damage(planted: bytes, how: str) -> bytes:
 
 def set_up(case: Case, tmp_path: Path, planted: Path, request: pytest.FixtureRequest) -> Path:
     """Put ``s.db`` (or the directory holding it) in the state the case starts from."""
+    (tmp_path / "usercode.py").write_text(USER_CODE)
     path = tmp_path / "s.db"
     if case.setup == "full":
         disk = request.getfixturevalue("small_disk")

@@ -78,3 +78,18 @@ def test_cnn_gradients_agree_in_both_memory_formats():
     twin(x.contiguous(memory_format=torch.channels_last)).square().sum().backward()
     for a, b in zip(model.parameters(), twin.parameters(), strict=True):
         assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_a_users_factory_is_built_with_its_arguments(tmp_path, monkeypatch) -> None:
+    from bsopt.training.models import model_factory
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "factories.py").write_text(
+        "from torch import nn\n"
+        "def wide(input_shape, num_classes, width=4):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(input_shape[1] * input_shape[2], "
+        "width), nn.Linear(width, num_classes))\n")
+    network = model_factory("factories:wide", {"width": 7})((1, 8, 8), 3)
+    assert network[1].out_features == 7 and network[2].out_features == 3
+    assert network(torch.zeros(2, 1, 8, 8)).shape == (2, 3)
+    assert isinstance(model_factory("mlp")((1, 8, 8), 10), nn.Module)
