@@ -140,6 +140,9 @@ def cmd_launch_ray(args: argparse.Namespace) -> int:
     result = launch_ray(config, explicit, options, say=lambda line: print(line, flush=True))
     counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(result.counts.items()))
     print(f"\nstudy {result.study_name!r} in {result.storage}: {counts}")
+    if result.failed:
+        print(f"{result.failed} of {args.workers} workers ended with an error or were lost: "
+              "their output is above", file=sys.stderr)
     if result.budget_left:
         print(f"{result.budget_left} trials of the budget left: launch again to finish them",
               file=sys.stderr)

@@ -137,13 +137,19 @@ def _connect(options: RayOptions) -> Any:
     except ImportError:
         raise UsageError("Ray is not installed here: pip install 'bsopt[ray]'") from None
     _check_reachable(options.address)
-    if options.address != "auto":
-        os.environ["RAY_ADDRESS"] = options.address  # Ray lets $RAY_ADDRESS win otherwise
+    previous = os.environ.get("RAY_ADDRESS")
+    if options.address != "auto":  # Ray would let $RAY_ADDRESS win over the argument
+        os.environ["RAY_ADDRESS"] = options.address
     try:
         ray.init(address="auto", logging_level="WARNING", log_to_driver=True)
     except ConnectionError as exc:
         raise UsageError(f"no Ray cluster to join ({exc}): start one with `ray start "
                          "--head`, or give --address") from None
+    finally:
+        if previous is None:
+            os.environ.pop("RAY_ADDRESS", None)
+        else:
+            os.environ["RAY_ADDRESS"] = previous
     return ray
 
 

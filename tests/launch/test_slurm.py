@@ -9,10 +9,21 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy
+from optuna.trial import TrialState
 
+from bsopt import records
 from bsopt.cli import build_parser, main
 from bsopt.storage import sqlalchemy_url
-from tests.helpers import QUICK_FLAGS, TIMEOUT, StartBsopt, assert_each_grid_point_once, finish
+from tests.helpers import (
+    LONG_TRIALS,
+    QUICK_FLAGS,
+    TIMEOUT,
+    Reader,
+    StartBsopt,
+    assert_each_grid_point_once,
+    finish,
+    wait_for,
+)
 from tests.launch.slurm_cluster import SlurmCluster
 
 # Nine grid points of one quick epoch each.
@@ -106,3 +117,27 @@ def test_a_job_slurm_refuses_leaves_the_storage_as_it_was(
     engine.dispose()
     assert list((tmp_path / "jobs").iterdir()) == []  # the refused script is not kept
     assert slurm.run("squeue", "-h").stdout.strip() == ""
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+@pytest.mark.postgres
+def test_a_cancelled_task_gives_its_trial_back_with_its_checkpoint(
+        slurm: SlurmCluster, postgres_url: str, bsopt_process: StartBsopt) -> None:
+    # scancel, like the time limit, sends the task SIGTERM (then SIGKILL after KillWait):
+    # the worker stops at its next step and re-enqueues its trial, checkpoint and all.
+    launch = bsopt_process("launch", "slurm", "--storage", postgres_url, "--study-name",
+                           "cancel", "--array", "1", "--", "--n-trials", "1", *LONG_TRIALS,
+                           env={"SLURM_CONF": slurm.env["SLURM_CONF"]})
+    out, _ = finish(launch)
+    job = re.search(r"^submitted Slurm job (\d+)", out, re.M)
+    assert job, out
+    reader = Reader(postgres_url, "cancel")
+    wait_for(reader.running_with_checkpoint, "a trial past its first epoch")
+    slurm.run("scancel", job[1])
+    slurm.wait(job[1], timeout=TIMEOUT)
+    stopped, retry = reader.trials()
+    assert stopped.state == TrialState.FAIL, stopped  # given back, not left to go stale
+    assert stopped.user_attrs[records.FAIL_REASON].startswith("interrupted")
+    assert retry.state == TrialState.WAITING and retry.system_attrs["failed_trial"] == 0
+    assert retry.user_attrs[records.CHECKPOINT]["epoch"] >= 1  # the next worker resumes it
