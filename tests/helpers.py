@@ -15,8 +15,6 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from bsopt import records
-from bsopt.config import powers_of_two
-from bsopt.search.space import grid_lrs
 from bsopt.storage import make_storage, storage_file
 from bsopt.storage.artifacts import DatabaseArtifactStore
 from bsopt.storage.checkpoints import CheckpointOwner
@@ -90,15 +88,6 @@ def stored_artifacts(url: str) -> list[str]:
     artifacts = path.with_name(path.name + ".artifacts")
     return sorted(p.name for p in artifacts.iterdir()) if artifacts.exists() else []
 
-
-
-def assert_each_grid_point_once(url: str | optuna.storages.BaseStorage, name: str) -> None:
-    """Study ``name`` ran the 3 x 3 grid of batch 16..64 x lr 1e-3..1e-1: each point once."""
-    study = optuna.load_study(study_name=name, storage=url)
-    points = [(t.params["batch_size"], t.params["lr"]) for t in study.trials]
-    grid = [(b, lr) for b in powers_of_two(16, 64) for lr in grid_lrs(1e-3, 1e-1, 3)]
-    assert sorted(points) == sorted(grid)  # every point, none twice, nothing else
-    assert all(t.state == TrialState.COMPLETE for t in study.trials)
 
 
 def finish(process: subprocess.Popen, status: int = 0) -> tuple[str, str]:

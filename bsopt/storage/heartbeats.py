@@ -26,9 +26,7 @@ from bsopt import records
 from bsopt.internals import FAILED_TRIAL, RETRY_HISTORY
 from bsopt.storage.settings import HEARTBEAT_ENV, HEARTBEAT_SECONDS, env_seconds
 
-# Trial system attribute: a running trial's beat count, where Optuna's heartbeats do not
-# reach (behind the gRPC proxy; in a journal file, whose storage counts it itself).
-BEAT_ATTR = "bsopt:beat"
+PROXY_BEAT_ATTR = "bsopt:beat"  # trial system attribute: a worker's beats through the proxy
 
 # What a retry keeps of the trial it retries: which series it continues and where that
 # series' checkpoint is. Curves, reasons and the rest are the new attempt's to write: a
@@ -51,7 +49,7 @@ def retry_failed_trial(study: optuna.Study, trial: FrozenTrial) -> None:
         if history[-1] == trial.number:
             return
     system_attrs = {FAILED_TRIAL: trial.number, RETRY_HISTORY: [],
-                    **{k: v for k, v in trial.system_attrs.items() if k != BEAT_ATTR}}
+                    **{k: v for k, v in trial.system_attrs.items() if k != PROXY_BEAT_ATTR}}
     system_attrs[RETRY_HISTORY] = [*system_attrs[RETRY_HISTORY], trial.number]
     study.add_trial(optuna.trial.create_trial(
         state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
@@ -98,7 +96,7 @@ def heartbeat(storage: BaseStorage, trial_id: int) -> Iterator[None]:
         interval = env_seconds(HEARTBEAT_ENV, HEARTBEAT_SECONDS)
 
         def record(count: int) -> None:
-            storage.set_trial_system_attr(trial_id, BEAT_ATTR, count)
+            storage.set_trial_system_attr(trial_id, PROXY_BEAT_ATTR, count)
     else:
         yield
         return

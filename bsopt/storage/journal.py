@@ -34,7 +34,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bsopt.errors import UsageError
 from bsopt.internals import heartbeat_base, trial_id
-from bsopt.storage.heartbeats import BEAT_ATTR
+from bsopt.storage.heartbeats import PROXY_BEAT_ATTR
 from bsopt.storage.urls import journal_path
 
 StaleTrialCallback = Callable[[optuna.Study, FrozenTrial], None]
@@ -61,11 +61,19 @@ class HeartbeatJournalStorage(JournalStorage, heartbeat_base()):  # type: ignore
         self._seen: dict[int, dict[int, tuple[Any, float]]] = {}  # study -> trial -> last
 
     def record_heartbeat(self, trial_id: int) -> None:
-        """Count up the trial's beat (a no-op once the trial has finished)."""
+        """Count up the trial's beat while it runs; nothing before its claim or after its end.
+
+        (Unlike a database, the journal needs no beat before a claim: a claimed trial whose
+        count never moves goes stale all the same, and no line is written for nothing.)
+        """
+        if self.get_trial(trial_id).state != TrialState.RUNNING:
+            return
         count = self._counts.get(trial_id, 0) + 1
         self._counts[trial_id] = count
         try:
-            self.set_trial_system_attr(trial_id, BEAT_ATTR, count)
+            # The attribute workers behind the gRPC proxy count up too: a running trial's
+            # beats, wherever Optuna's heartbeats do not reach.
+            self.set_trial_system_attr(trial_id, PROXY_BEAT_ATTR, count)
         except UpdateFinishedTrialError:
             pass  # another worker finished or failed it meanwhile: nothing to keep alive
 
@@ -80,7 +88,7 @@ class HeartbeatJournalStorage(JournalStorage, heartbeat_base()):  # type: ignore
         seen: dict[int, tuple[Any, float]] = {}
         stale = []
         for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
-            beat = trial.system_attrs.get(BEAT_ATTR)
+            beat = trial.system_attrs.get(PROXY_BEAT_ATTR)
             last = before.get(trial_id(trial))
             seen[trial_id(trial)] = last if last is not None and last[0] == beat else (beat, now)
             if now - seen[trial_id(trial)][1] > self._grace:

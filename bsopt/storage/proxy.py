@@ -31,7 +31,7 @@ from bsopt.interrupts import sigterm_as_keyboard_interrupt
 from bsopt.network import check_address, warn_if_exposed
 from bsopt.records import CONFIG_ATTR
 from bsopt.storage.factory import make_storage
-from bsopt.storage.heartbeats import BEAT_ATTR, retry_failed_trial
+from bsopt.storage.heartbeats import PROXY_BEAT_ATTR, retry_failed_trial
 from bsopt.storage.urls import JOURNAL_SCHEME, mask_url, resolve_url
 
 DEFAULT_HOST = "127.0.0.1"
@@ -59,7 +59,7 @@ class HeartbeatRelay:
             running = self.storage.get_all_trials(study_id(frozen), deepcopy=False,
                                                   states=(TrialState.RUNNING,))
             for trial in running:
-                beat = trial.system_attrs.get(BEAT_ATTR)
+                beat = trial.system_attrs.get(PROXY_BEAT_ATTR)
                 if beat is None:
                     continue  # a worker on the database itself records its own heartbeats
                 beats[trial_id(trial)] = beat

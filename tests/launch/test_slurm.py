@@ -20,11 +20,11 @@ from tests.helpers import (
     TIMEOUT,
     Reader,
     StartBsopt,
-    assert_each_grid_point_once,
     finish,
     wait_for,
 )
 from tests.launch.slurm_cluster import SlurmCluster
+from tests.search.test_worker import assert_each_grid_point_once
 
 # Nine grid points of one quick epoch each.
 GRID = [*QUICK_FLAGS, "--sampler", "grid", "--batch-size", "16:64", "--lr", "1e-3:1e-1",

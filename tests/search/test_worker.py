@@ -13,10 +13,12 @@ import pytest
 from optuna.trial import TrialState
 
 from bsopt import records
+from bsopt.config import powers_of_two
+from bsopt.search.space import grid_lrs
 from bsopt.search.worker import run_worker
 from bsopt.storage import make_storage
 from bsopt.training.device import threads_per_worker
-from tests.helpers import QUICK_FLAGS, assert_each_grid_point_once
+from tests.helpers import QUICK_FLAGS
 
 TIMEOUT = 300  # seconds: only against a hang, never an assertion about speed
 StartBsopt = Callable[..., subprocess.Popen]
@@ -41,6 +43,14 @@ def grid_command(url: str, name: str) -> list[str]:
     return ["search", *QUICK_FLAGS, "--storage", url, "--study-name", name, "--sampler", "grid",
             "--batch-size", "16:64", "--lr", "1e-3:1e-1", "--grid-lr-points", "3",
             "--pruner", "none"]
+
+
+def assert_each_grid_point_once(url: str | optuna.storages.BaseStorage, name: str) -> None:
+    study = optuna.load_study(study_name=name, storage=url)
+    points = [(t.params["batch_size"], t.params["lr"]) for t in study.trials]
+    grid = [(b, lr) for b in powers_of_two(16, 64) for lr in grid_lrs(1e-3, 1e-1, 3)]
+    assert sorted(points) == sorted(grid)  # every point, none twice, nothing else
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
 
 
 def test_a_worker_that_joins_or_resumes_a_study_does_not_repeat_the_seeds_points(

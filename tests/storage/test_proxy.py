@@ -18,7 +18,7 @@ from bsopt import records
 from bsopt.cli import main
 from bsopt.search.worker import claim_trial
 from bsopt.storage import make_storage
-from bsopt.storage.heartbeats import BEAT_ATTR, retry_failed_trial
+from bsopt.storage.heartbeats import PROXY_BEAT_ATTR, retry_failed_trial
 from bsopt.storage.proxy import HeartbeatRelay
 
 TIMEOUT = 300  # seconds: only against a hang, never an assertion about speed
@@ -57,7 +57,7 @@ def test_workers_share_a_study_through_the_proxy(postgres_url: str,
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
     assert study.user_attrs[records.CONFIG_ATTR]["n_trials"] == 6
     # The workers beat through the proxy (Optuna's heartbeats cannot pass it).
-    assert all(t.system_attrs[BEAT_ATTR] >= 1 for t in study.trials)
+    assert all(t.system_attrs[PROXY_BEAT_ATTR] >= 1 for t in study.trials)
 
     proxy.send_signal(signal.SIGTERM)
     rest, proxy_err = proxy.communicate(timeout=TIMEOUT)
@@ -88,9 +88,9 @@ def test_the_relay_fails_the_trial_of_a_worker_that_stopped_beating(sqlite_url: 
     while behind_proxy.trials[dead.number].state == TrialState.RUNNING:
         assert time.monotonic() < deadline
         beats += 1
-        proxied.set_trial_system_attr(alive._trial_id, BEAT_ATTR, beats)
+        proxied.set_trial_system_attr(alive._trial_id, PROXY_BEAT_ATTR, beats)
         if beats == 1:  # the dead worker beat once, then never again
-            proxied.set_trial_system_attr(dead._trial_id, BEAT_ATTR, 1)
+            proxied.set_trial_system_attr(dead._trial_id, PROXY_BEAT_ATTR, 1)
         relay.step()
         time.sleep(0.5)
     trials = behind_proxy.trials
