@@ -1,7 +1,7 @@
 """What every launched worker runs: ``bsopt search`` joining one study by its name.
 
 A launcher first makes sure the study exists, exactly as ``bsopt search`` would make it
-(:func:`bsopt.search.prepare_search`: every check, then create or join), so each worker needs
+(:func:`bsopt.search.prepare_study`: every check, then create or join), so each worker needs
 only the storage and the study's name; the definition and the budget are in the study. The
 storage URL reaches the workers in ``$BSOPT_STORAGE``, never on a command line or in a file
 (it may hold a password), with the launching environment's other ``$BSOPT_*`` settings
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bsopt.config import StudyConfig
-from bsopt.search import plan_study, prepare_search
+from bsopt.search import plan_study, prepare_study
 from bsopt.storage import holds_optuna_tables, make_storage, resolve_url, sqlite_database_path
 from bsopt.storage.urls import STORAGE_ENV
 
@@ -85,7 +85,7 @@ def plan_workers(config: StudyConfig, explicit: dict[str, Any], *,
     """
     config = config.replace(storage=location_independent(config.storage))
     if create:
-        _, config, _ = prepare_search(config, explicit)
+        _, config = prepare_study(config, explicit)
     else:
         reader = (make_storage(config.storage, heartbeat=False, create=False)
                   if holds_optuna_tables(config.storage) else None)

@@ -206,33 +206,6 @@ def _run_worker_processes(config: StudyConfig, stop: Any,
     return [exits[i] for i in sorted(exits)]
 
 
-def prepare_search(config: StudyConfig, explicit: dict[str, Any] | None = None, *,
-                   model_factory: ModelFactory | None = None,
-                   ) -> tuple[optuna.Study, StudyConfig, TensorData | None]:
-    """Check everything, then create or join the study; no trial runs.
-
-    What :func:`search` does before its workers start, and what ``bsopt launch`` does
-    before it hands workers to a cluster.
-
-    Returns:
-        The study, the config in force (the stored definition with this run's fields) and
-        the data bsopt's trainer trains on (None when the user's function trains).
-
-    Raises:
-        UsageError: bad input; the study another process created contradicts it.
-    """
-    # Check everything, and load the data the study will train on, before anything is
-    # written: bad input, an absent dataset or a missing device leave the storage as it
-    # was. So the checks read the storage opened as the reading commands open it (a
-    # database without Optuna's tables holds no study to join, and is not opened at all).
-    reader = (make_storage(config.storage, heartbeat=False, create=False)
-              if holds_optuna_tables(config.storage) else None)
-    plan = plan_study(config, reader, explicit)
-    data = _check_training(plan.config, model_factory)
-    study = open_study(plan, make_storage(config.storage, stale_trial_callback=retry_failed_trial))
-    return study, plan.config, data
-
-
 def search(config: StudyConfig, explicit: dict[str, Any] | None = None, *,
            progress: ProgressCallback | None = None,
            model_factory: ModelFactory | None = None) -> SearchResult:
@@ -259,7 +232,16 @@ def search(config: StudyConfig, explicit: dict[str, Any] | None = None, *,
         result = search(config, explicit)
         attach_figures(result.study)  # bsopt.visualization: what `bsopt search` then does
     """
-    study, config, data = prepare_search(config, explicit, model_factory=model_factory)
+    # Check everything, and load the data the study will train on, before anything is
+    # written: bad input, an absent dataset or a missing device leave the storage as it
+    # was. So the checks read the storage opened as the reading commands open it (a
+    # database without Optuna's tables holds no study to join, and is not opened at all).
+    reader = (make_storage(config.storage, heartbeat=False, create=False)
+              if holds_optuna_tables(config.storage) else None)
+    plan = plan_study(config, reader, explicit)
+    data = _check_training(plan.config, model_factory)
+    study = open_study(plan, make_storage(config.storage, stale_trial_callback=retry_failed_trial))
+    config = plan.config
     if config.workers == 1:
         stop: Any = threading.Event()
         with stop_on_signals(stop):
@@ -287,3 +269,27 @@ def search(config: StudyConfig, explicit: dict[str, Any] | None = None, *,
         config=config, counts=state_counts(study), budget_left=budget_left(study),
         best=best_trials(study, BEST_SHOWN), interrupted=interrupted, errors=errors,
     )
+
+
+def prepare_study(config: StudyConfig,
+                  explicit: dict[str, Any] | None = None) -> tuple[optuna.Study, StudyConfig]:
+    """Check a study as :func:`search` does, then create or join it; no trial runs.
+
+    What ``bsopt launch`` does before it hands workers to a cluster: bad input leaves the
+    storage as it was. The workers run elsewhere, so the data, the network (or the user's
+    training function) are checked here on the CPU, and the device each worker trains on
+    is checked by that worker, where it runs.
+
+    Returns:
+        The study and the config in force (the stored definition with this run's fields).
+
+    Raises:
+        UsageError: bad input; the study another process created contradicts it.
+    """
+    reader = (make_storage(config.storage, heartbeat=False, create=False)
+              if holds_optuna_tables(config.storage) else None)
+    plan = plan_study(config, reader, explicit)
+    # This machine's devices are not the workers': check the training on its CPU.
+    _check_training(plan.config.replace(device="cpu", gpus=None, trials_per_gpu=1), None)
+    return (open_study(plan, make_storage(config.storage, stale_trial_callback=retry_failed_trial)),
+            plan.config)
