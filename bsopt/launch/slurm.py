@@ -177,7 +177,7 @@ def launch_slurm(config: StudyConfig, explicit: dict[str, Any], options: SlurmOp
     submitted = _sbatch("--parsable", str(script), env=env)
     if submitted.returncode != 0:
         raise UsageError(f"sbatch refused the job: {_refusal(submitted)}; the study is "
-                         f"ready, submit {script} again once that is fixed")
+                         f"ready: once that is fixed, BSOPT_STORAGE=URL sbatch {script}")
     job_id = submitted.stdout.strip().split(";")[0]
     logs = str(options.script_dir / f"{file_name(spec.study_name)}-{job_id}_%a.out")
     return SlurmLaunch(text, storage, script=script, job_id=job_id, logs=logs)
