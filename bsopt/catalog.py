@@ -25,7 +25,14 @@ class BuiltinModel:
 
 @dataclass(frozen=True)
 class BuiltinDataset:
-    """A dataset bsopt knows: ``loader(data_dir) -> (images N x C x H x W, labels N)``."""
+    """A dataset bsopt knows, by the loader contract of ``bsopt.training.sources``.
+
+    ``loader(data_dir) -> (train, val, test)``: each split an ``(images N x C x H x W,
+    labels N)`` pair of tensors (or a torch Dataset); a val or test of None is held out of
+    train by the fixed rule of ``bsopt.training.splits`` (a sixth each). The same contract
+    as a user's ``--dataset package.module:loader``; ``input_shape`` and ``num_classes``
+    state here what the loader gives, so that names can be used without loading anything.
+    """
 
     loader: str  # import path, "module:attribute"
     input_shape: tuple[int, int, int]  # (channels, height, width) of one example
@@ -53,16 +60,16 @@ OPTIMIZERS: dict[str, BuiltinOptimizer] = {
     "adam": BuiltinOptimizer("torch.optim:Adam", "Adam with PyTorch's default betas and eps"),
 }
 
+_BUILTIN = "bsopt.training.builtin_datasets:"
 DATASETS: dict[str, BuiltinDataset] = {
-    "digits": BuiltinDataset("bsopt.training.data:digits", (1, 8, 8), 10,
+    "digits": BuiltinDataset(_BUILTIN + "digits", (1, 8, 8), 10,
                              "scikit-learn's bundled 8x8 digits (offline)"),
-    "mnist": BuiltinDataset("bsopt.training.data:mnist", (1, 28, 28), 10,
-                            "MNIST through torchvision"),
-    "fashion-mnist": BuiltinDataset("bsopt.training.data:fashion_mnist", (1, 28, 28), 10,
+    "mnist": BuiltinDataset(_BUILTIN + "mnist", (1, 28, 28), 10, "MNIST through torchvision"),
+    "fashion-mnist": BuiltinDataset(_BUILTIN + "fashion_mnist", (1, 28, 28), 10,
                                     "Fashion-MNIST through torchvision"),
-    "cifar10": BuiltinDataset("bsopt.training.data:cifar10", (3, 32, 32), 10,
+    "cifar10": BuiltinDataset(_BUILTIN + "cifar10", (3, 32, 32), 10,
                               "CIFAR-10 through torchvision"),
-    "synthetic": BuiltinDataset("bsopt.training.data:synthetic", (1, 28, 28), 10,
+    "synthetic": BuiltinDataset(_BUILTIN + "synthetic", (1, 28, 28), 10,
                                 "random 28x28 images labelled by a fixed random teacher"),
 }
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,35 @@ def stored_artifacts(url: str) -> list[str]:
     artifacts = path.with_name(path.name + ".artifacts")
     return sorted(p.name for p in artifacts.iterdir()) if artifacts.exists() else []
 
+
+
+
+def png(size: tuple[int, int] = (8, 8), mode: str = "L", seed: int = 0, shift: int = 0) -> bytes:
+    """A small PNG image of random pixels (``shift`` brightens it: a learnable class)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    shape = (size[1], size[0]) + ((3,) if mode == "RGB" else ())
+    pixels = np.clip(rng.integers(0, 200, shape) + shift, 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_image_folder(root: Path, counts: dict[str, int], *, classes: tuple[str, ...] = (
+        "cat", "dog"), size: tuple[int, int] = (8, 8), mode: str = "L") -> Path:
+    """Write ``root/<split>/<class>/<i>.png`` with ``counts[split]`` images per class."""
+    for split, n in counts.items():
+        for k, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                seed = zlib.crc32(f"{split}/{name}/{i}".encode())  # the same every run
+                (folder / f"{i}.png").write_bytes(png(size, mode, seed, shift=50 * k))
+    return root
 
 
 def finish(process: subprocess.Popen, status: int = 0) -> tuple[str, str]:

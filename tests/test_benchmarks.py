@@ -11,7 +11,13 @@ import pytest
 # The benchmarks live beside the package, not in it: import them from the repository root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import concurrency, grid_table, search_efficiency, throughput  # noqa: E402
+from benchmarks import (  # noqa: E402
+    concurrency,
+    data_paths,
+    grid_table,
+    search_efficiency,
+    throughput,
+)
 
 
 def finite(value: float) -> bool:
@@ -31,6 +37,17 @@ def test_throughput_reports_ratios_and_fraction_of_peak():
         assert row["flops_per_example"] > 0
         assert set(row["variants"]) == {"unfused Adam", "nn.Dropout", "1 thread"}
     assert "| 16 |" in throughput.format_report(result)
+
+
+def test_data_paths_compares_streaming_with_memory_side_by_side():
+    result = data_paths.main(["--models", "mlp", "--batch-sizes", "32", "--repeats", "1",
+                              "--max-train-samples", "64", "--variants", "stream,png"])
+    (row,) = result["rows"]
+    assert result["variants"] == ["memory", "stream", "png"]
+    assert finite(row["memory_seconds"]) and row["memory_seconds"] > 0
+    assert all(finite(r) and r > 0 for r in row["ratios"].values())
+    assert row["same_losses"] is True  # the two paths train identically on the CPU
+    assert "| mlp | 32 |" in data_paths.format_report(result)
 
 
 def test_grid_table_then_replay(tmp_path):

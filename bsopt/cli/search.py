@@ -38,8 +38,9 @@ def add_search(sub: Any) -> None:
                    help="total budget of complete + pruned trials, at most "
                         f"{MAX_N_TRIALS} (default: grid size or 20)")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop this run after")
-    p.add_argument("--dataset", help=f"{', '.join(catalog.DATASETS)} "
-                                     f"(default {default('dataset')})")
+    p.add_argument("--dataset", help=f"{', '.join(catalog.DATASETS)}, imagefolder:DIR or "
+                                     "package.module:loader (default "
+                                     f"{default('dataset')})")
     p.add_argument("--data-dir", metavar="DIR", help="torchvision datasets (~/.cache/bsopt)")
     p.add_argument("--model", help=f"the reference {catalog.names(catalog.MODELS)} "
                                    f"(default {default('model')})")
@@ -132,7 +133,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from bsopt.search import search
 
     config, explicit = build_config(args.config, search_flags(args))
-    result = search(config, explicit, progress=ProgressPrinter())
+    result = search(config, explicit, progress=ProgressPrinter(), on_data=print)
     if not result.interrupted:  # stopping should be prompt; the next run attaches them
         from bsopt.visualization import attach_figures
 

@@ -9,6 +9,7 @@ layer may use it.
 """
 
 from bsopt.config.checks import (
+    DATA_MODES,
     MAX_N_TRIALS,
     OBJECTIVES,
     check_study_name,
@@ -20,7 +21,8 @@ from bsopt.config.sources import build_config, config_from_definition, parse_ran
 from bsopt.config.study_config import ALL_FIELDS, DEFINITION_FIELDS, FIELD_TYPES, StudyConfig
 
 __all__ = [
-    "ALL_FIELDS", "DEFINITION_FIELDS", "FIELD_TYPES", "MAX_N_TRIALS", "OBJECTIVES", "StudyConfig",
+    "ALL_FIELDS", "DATA_MODES", "DEFINITION_FIELDS", "FIELD_TYPES", "MAX_N_TRIALS", "OBJECTIVES",
+    "StudyConfig",
     "build_config", "check_study_name", "config_from_definition", "max_workers", "parse_range",
     "powers_of_two", "read_toml", "usable_cores",
 ]

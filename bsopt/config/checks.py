@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 # what a study minimizes -> the metric it is: validation loss, training seconds
 OBJECTIVES = {"loss": "val_loss", "time": "seconds"}
+# how a trial holds its data: in memory where they fit (auto), or always one way
+DATA_MODES = ("auto", "memory", "stream")
 MAX_N_TRIALS = 1_000_000  # a budget beyond any real study: a typo, and WAITING rows for each
 MAX_STUDY_NAME_LENGTH = 512  # Optuna's studies.study_name column is String(512)
 WORKERS_PER_CORE = 4  # training is compute-bound: more workers than this only share the cores
@@ -183,6 +185,9 @@ def validate(config: StudyConfig, field_types: dict[str, Any]) -> None:
         )
     if config.keep_best < 0:
         raise UsageError(f"keep-best must be 0 or more, got {config.keep_best}")
+    if config.data_mode not in DATA_MODES:
+        raise UsageError(f"--data-mode must be {', '.join(DATA_MODES[:-1])} or "
+                         f"{DATA_MODES[-1]}, got {shown(config.data_mode)}")
     if config.loader_workers < 0:
         raise UsageError(f"loader-workers must be 0 or more, got {config.loader_workers}")
     if config.train is not None and config.command is not None:

@@ -33,7 +33,7 @@ from bsopt.storage.checkpoints import (
 from bsopt.storage.heartbeats import retry_series
 from bsopt.storage.weights import save_weights
 from bsopt.training import models as training_models
-from bsopt.training.data import TensorData
+from bsopt.training.data import TrialData
 from bsopt.training.trainer import (
     Diverged,
     EpochResult,
@@ -59,7 +59,7 @@ class StopFlagTrainer(Trainer):
         return super()._step(x, y)
 
 
-def check_trainable(config: StudyConfig, data: TensorData,
+def check_trainable(config: StudyConfig, data: TrialData,
                     model_factory: ModelFactory | None = None) -> None:
     """Build the network and optimizer a trial would, so that bad names fail before a study.
 
@@ -80,7 +80,7 @@ class Objective:
 
     Args:
         config: The study definition.
-        data: The dataset, already on ``device``.
+        data: The dataset, in memory on ``device`` or streamed to it.
         device: Where to train.
         artifact_store: Optuna artifact store for checkpoints; None disables them.
         model_factory: Builds the network from (input shape, number of classes); the
@@ -89,7 +89,7 @@ class Objective:
         progress: Called with a :class:`TrialProgress` after every epoch.
     """
 
-    def __init__(self, config: StudyConfig, data: TensorData, device: torch.device, *,
+    def __init__(self, config: StudyConfig, data: TrialData, device: torch.device, *,
                  artifact_store: Any = None, model_factory: ModelFactory | None = None,
                  stop: threading.Event | None = None,
                  progress: ProgressCallback | None = None) -> None:

@@ -40,7 +40,7 @@ from bsopt.storage.weights import follow_best, sweep
 
 if TYPE_CHECKING:  # torch is imported where trials train, not where studies are opened
     from bsopt.search.objective import ModelFactory
-    from bsopt.training import TensorData
+    from bsopt.training import TrialData
 
 BEST_SHOWN = 5  # best trials in a search's result
 
@@ -58,18 +58,21 @@ class SearchResult:
     best: list[optuna.trial.FrozenTrial]
     interrupted: bool = False
     errors: list[str] = field(default_factory=list)  # workers that stopped early, and why
+    data: str = ""  # the data line: splits, in memory or streamed, and why
 
 
-def _load_data(config: StudyConfig) -> TensorData:
+def _load_data(config: StudyConfig) -> TrialData:
     from bsopt.training import load_dataset, resolve_device
 
     return load_dataset(config.dataset, data_dir=config.data_dir,
                         max_train_samples=config.max_train_samples,
-                        device=resolve_device(config.device))
+                        device=resolve_device(config.device), image_size=config.image_size,
+                        mode=config.data_mode, loader_workers=config.loader_workers,
+                        workers=config.workers)
 
 
 def _check_training(config: StudyConfig,
-                    model_factory: ModelFactory | None) -> TensorData | None:
+                    model_factory: ModelFactory | None) -> TrialData | None:
     """Load what trials will train on and check it, before the study is written.
 
     Returns:
@@ -94,7 +97,7 @@ def _check_training(config: StudyConfig,
 
 
 def _make_objective(config: StudyConfig, *, stop: Any, progress: ProgressCallback | None,
-                    model_factory: ModelFactory | None, data: TensorData | None,
+                    model_factory: ModelFactory | None, data: TrialData | None,
                     artifact_store: Any) -> Callable[[optuna.Trial], Any]:
     """What one trial runs: the user's training function, or bsopt's trainer."""
     from bsopt.training import resolve_device
@@ -115,7 +118,7 @@ def _make_objective(config: StudyConfig, *, stop: Any, progress: ProgressCallbac
 def _run_one_worker(config: StudyConfig, *, stop: Any, progress: ProgressCallback | None,
                     model_factory: ModelFactory | None, worker_name: str,
                     study: optuna.Study | None = None,
-                    data: TensorData | None = None) -> WorkerResult:
+                    data: TrialData | None = None) -> WorkerResult:
     """Load the study and data in this process (unless given) and run one worker on it."""
     if study is None:
         study = load_study(make_storage(config.storage, stale_trial_callback=retry_failed_trial),
@@ -208,7 +211,8 @@ def _run_worker_processes(config: StudyConfig, stop: Any,
 
 def search(config: StudyConfig, explicit: dict[str, Any] | None = None, *,
            progress: ProgressCallback | None = None,
-           model_factory: ModelFactory | None = None) -> SearchResult:
+           model_factory: ModelFactory | None = None,
+           on_data: Callable[[str], None] | None = None) -> SearchResult:
     """Create or join the study described by ``config`` and run its remaining budget.
 
     Args:
@@ -219,6 +223,8 @@ def search(config: StudyConfig, explicit: dict[str, Any] | None = None, *,
         model_factory: Builds the user's network from (input shape, number of classes)
             instead of the reference CNN/MLP (one worker only: it must be importable to be
             sent to worker processes).
+        on_data: Called once the data are loaded, before any trial, with one line saying
+            what they are and whether they are held in memory or streamed, and why.
 
     Raises:
         UsageError: bad input (see ``bsopt.config`` and ``bsopt.search.study``); ``DiskFull``
@@ -240,6 +246,13 @@ def search(config: StudyConfig, explicit: dict[str, Any] | None = None, *,
               if holds_optuna_tables(config.storage) else None)
     plan = plan_study(config, reader, explicit)
     data = _check_training(plan.config, model_factory)
+    data_line = ""  # the user's function or script loads its own data
+    if data is not None:
+        from bsopt.training import describe
+
+        data_line = describe(data)
+        if on_data is not None:
+            on_data(data_line)
     study = open_study(plan, make_storage(config.storage, stale_trial_callback=retry_failed_trial))
     config = plan.config
     if config.workers == 1:
@@ -250,6 +263,7 @@ def search(config: StudyConfig, explicit: dict[str, Any] | None = None, *,
                                      worker_name=worker_name(0), study=study, data=data)
         exits = [WorkerExit(0, interrupted=result.interrupted_trial is not None)]
     else:
+        data = None  # each worker process loads its own copy: do not hold one more here
         stop = multiprocessing.get_context("spawn").Event()
         with stop_on_signals(stop):
             exits = _run_worker_processes(config, stop, progress)
@@ -268,6 +282,7 @@ def search(config: StudyConfig, explicit: dict[str, Any] | None = None, *,
         study=study, study_name=study.study_name, storage=mask_url(resolve_url(config.storage)),
         config=config, counts=state_counts(study), budget_left=budget_left(study),
         best=best_trials(study, BEST_SHOWN), interrupted=interrupted, errors=errors,
+        data=data_line,
     )
 
 

@@ -1,14 +1,18 @@
-"""The training loop: epochs over in-memory tensors, gradient accumulation, warmup, metrics.
+"""The training loop: epochs over a dataset's batches, gradient accumulation, warmup, metrics.
 
 One ``Trainer`` trains one model with one (batch size, lr). It knows nothing of Optuna: the
 objective (``bsopt.search.objective``) calls :meth:`Trainer.run_epoch` and reports each
-:class:`EpochResult` to the trial. ``state_dict``/``load_state_dict`` make a checkpoint
-(model, optimizer, RNG states, curves) that contains only tensors and plain values, so it
-loads with ``torch.load(weights_only=True)``.
+:class:`EpochResult` to the trial. The data are in memory or streamed
+(:mod:`bsopt.training.data`): the trainer draws each epoch's order from its own seeded
+generator either way, so both paths train alike and a resumed trial continues exactly.
+``state_dict``/``load_state_dict`` make a checkpoint (model, optimizer, RNG states, curves)
+that contains only tensors and plain values, so it loads with
+``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import time
@@ -22,7 +26,7 @@ from bsopt import catalog
 from bsopt.errors import UsageError
 from bsopt.import_path import load_object
 from bsopt.internals import fused_optimizer_devices
-from bsopt.training.data import TensorData
+from bsopt.training.data import TrialData
 
 EVAL_BATCH = 2048
 
@@ -112,19 +116,50 @@ def _can_fuse(params: list[Any]) -> bool:
     )
 
 
-class Trainer:
-    """Trains ``model`` on ``data`` with ``settings``, one epoch per call."""
+def memory_format_for(device: torch.device, input_shape: tuple[int, ...]) -> torch.memory_format:
+    """The layout batches are trained and evaluated in: channels_last for images on the CPU.
 
-    def __init__(self, model: nn.Module, data: TensorData, settings: TrainSettings) -> None:
+    oneDNN's convolutions run NHWC natively; NCHW costs a reorder per conv and its backward
+    (channels_last measured 1.1-1.5x faster per epoch on CPU, BENCHMARKS.md).
+    """
+    if device.type == "cpu" and len(input_shape) == 3:
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def evaluate(model: nn.Module, data: TrialData, split: str = "val", *,
+             memory_format: torch.memory_format | None = None) -> tuple[float, float]:
+    """Mean cross-entropy loss and accuracy of ``model`` on ``split`` (``val`` or ``test``).
+
+    ``model`` is put in eval mode for the pass and back in train mode after. Example (what
+    ``bsopt evaluate`` does with a trial's weights)::
+
+        loss, accuracy = evaluate(model, load_dataset("mnist"), "test")
+    """
+    if memory_format is None:
+        memory_format = memory_format_for(data.device, data.input_shape)
+    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    model.eval()
+    loss, correct, n = 0.0, 0, data.size(split)
+    with torch.no_grad(), contextlib.closing(data.batches(split, EVAL_BATCH)) as batches:
+        for x, y in batches:
+            logits = model(x.contiguous(memory_format=memory_format))
+            loss += loss_fn(logits, y).item()
+            correct += int((logits.argmax(dim=1) == y).sum())
+    model.train()
+    return loss / n, correct / n
+
+
+class Trainer:
+    """Trains ``model`` on ``data`` (in memory or streamed) with ``settings``, an epoch a call."""
+
+    def __init__(self, model: nn.Module, data: TrialData, settings: TrainSettings) -> None:
         torch.manual_seed(settings.seed)  # dropout; common random numbers across trials
         self.model = model
         self.data = data
         self.settings = settings
-        self.device = data.train_x.device
-        # oneDNN's convolutions run NHWC natively; NCHW costs a reorder per conv and its
-        # backward (channels_last measured 1.1-1.5x faster per epoch on CPU, BENCHMARKS.md).
-        self.memory_format = (torch.channels_last if self.device.type == "cpu"
-                              and data.train_x.dim() == 4 else torch.contiguous_format)
+        self.device = data.device
+        self.memory_format = memory_format_for(self.device, data.input_shape)
         model.to(memory_format=self.memory_format)
         self.optimizer = make_optimizer(settings.optimizer, model.parameters(), settings.lr,
                                         settings.momentum)
@@ -146,7 +181,7 @@ class Trainer:
 
     @property
     def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.data.train_x) / self.settings.batch_size)
+        return math.ceil(self.data.size("train") / self.settings.batch_size)
 
     def _lr_at(self, step: int) -> float:
         warmup_steps = self.settings.warmup_epochs * self.steps_per_epoch
@@ -184,18 +219,7 @@ class Trainer:
         return total
 
     def _evaluate(self) -> tuple[float, float]:
-        self.model.eval()
-        loss, correct, n = 0.0, 0, len(self.data.val_x)
-        with torch.no_grad():
-            for start in range(0, n, EVAL_BATCH):
-                x = self.data.val_x[start:start + EVAL_BATCH].contiguous(
-                    memory_format=self.memory_format)
-                y = self.data.val_y[start:start + EVAL_BATCH]
-                logits = self.model(x)
-                loss += self.loss_fn(logits, y).item()
-                correct += int((logits.argmax(dim=1) == y).sum())
-        self.model.train()
-        return loss / n, correct / n
+        return evaluate(self.model, self.data, "val", memory_format=self.memory_format)
 
     def run_epoch(self) -> EpochResult:
         """Train one epoch, evaluate, and return its metrics.
@@ -204,16 +228,19 @@ class Trainer:
             Diverged: the training loss became NaN or infinite.
         """
         self.model.train()
-        x_all, y_all = self.data.train_x, self.data.train_y
-        n, batch = len(x_all), self.settings.batch_size
-        order = torch.randperm(n, generator=self.generator).to(self.device)
+        n, batch = self.data.size("train"), self.settings.batch_size
+        # The epoch's order, from the trainer's generator (in the checkpoint) on both data
+        # paths; a streamed path's loader workers are seeded by the trial's seed and epoch.
+        order = torch.randperm(n, generator=self.generator)
+        batches = self.data.train_batches(order, batch,
+                                          seed=self.settings.seed * 100_003 + self.epoch)
         started = time.perf_counter()
         total = 0.0
-        for start in range(0, n, batch):
-            index = order[start:start + batch]
-            total += self._step(x_all[index], y_all[index])
-            if not math.isfinite(total):
-                raise Diverged(f"training loss is {total} at epoch {self.epoch + 1}")
+        with contextlib.closing(batches):  # stops a streamed path's workers on an exception
+            for x, y in batches:
+                total += self._step(x, y)
+                if not math.isfinite(total):
+                    raise Diverged(f"training loss is {total} at epoch {self.epoch + 1}")
         seconds = time.perf_counter() - started
         val_loss, val_accuracy = self._evaluate()
         if not math.isfinite(val_loss):

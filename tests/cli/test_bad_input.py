@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import sqlite3
+import sys
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from bsopt.cli import main
 from bsopt.config import StudyConfig
 from bsopt.records import CONFIG_ATTR
 from bsopt.storage import sqlalchemy_url
+from tests.helpers import png
 
 PLANTED = "planted"
 LONG_NAME = "n" * 10_000
@@ -40,7 +42,8 @@ class Case:
     directory), ``full`` (the study on a filesystem with no space left), ``damaged-journal``
     (a journal file with a line that is not JSON).
     In ``argv``, ``{db}`` is the storage URL, ``{tmp}`` the test's directory and ``{toml}``
-    a TOML file holding ``toml``, ``{port}`` a free port.
+    a TOML file holding ``toml``, ``{port}`` a free port. ``files`` are written into the
+    test's directory (the working directory) first: a user's loader module, an image folder.
     """
 
     id: str
@@ -48,11 +51,32 @@ class Case:
     message: str
     setup: str = "none"
     toml: str | bytes | None = None
+    files: tuple[tuple[str, str | bytes], ...] = ()
 
 
 def search(*flags: str, setup: str = "none", toml: str | bytes | None = None,
-           message: str, id: str) -> Case:
-    return Case(id, ("search", "--storage", "{db}", *flags), message, setup, toml)
+           message: str, id: str, files: dict[str, str | bytes] | None = None) -> Case:
+    return Case(id, ("search", "--storage", "{db}", *flags), message, setup, toml,
+                tuple((files or {}).items()))
+
+
+def loader_case(body: str, message: str, id: str, *flags: str) -> Case:
+    """A ``--dataset MODULE:load`` whose module (written for this case alone) is ``body``."""
+    module = "bad_loader_" + id.replace("-", "_")  # modules are cached by name: one each
+    return search("--dataset", f"{module}:load", *flags, message=message, id=id,
+                  files={f"{module}.py": "import torch\n\n" + body})
+
+
+def images(*paths: str, **sized: tuple[int, int]) -> dict[str, str | bytes]:
+    """An image folder under imgs/: an 8x8 PNG at each path, and one of a size at each key."""
+    files: dict[str, str | bytes] = {f"imgs/{p}": png() for p in paths}
+    files.update({f"imgs/{p.replace('__', '/')}.png": png(size) for p, size in sized.items()})
+    return files
+
+
+GOOD_FOLDER = ("train/cat/0.png", "train/cat/1.png", "train/dog/0.png", "train/dog/1.png",
+               "val/cat/0.png", "val/dog/0.png")
+TENSORS = "x = torch.zeros(12, 1, 2, 2)\ny = torch.arange(12) % 2\n"
 
 
 def toml_case(text: str | bytes, message: str, id: str) -> Case:
@@ -149,6 +173,46 @@ CASES = [
     toml_case(bytes(range(256)), "is not a UTF-8 text file", id="toml-binary"),
     Case("toml-directory", ("search", "--storage", "{db}", "--config", "{tmp}"),
          "is a directory"),
+    # --- data: a user's loader, an image folder, how the data are held ---
+    search("--dataset", "no_such_module_xyz:load", message="no module named "
+           "'no_such_module_xyz' in the working directory", id="loader-missing-module"),
+    loader_case("def other():\n    pass\n", "has no attribute 'load'", "loader-missing-name"),
+    loader_case("raise ImportError('needs pandas')\n", "importing", "loader-import-fails"),
+    loader_case("def load(data_dir):\n    raise FileNotFoundError('train.csv')\n",
+                "raised FileNotFoundError: train.csv", "loader-raises"),
+    loader_case("def load():\n    return 'train.csv'\n", "returned a str: return (train, val) "
+                "or (train, val, test)", "loader-returns-str"),
+    loader_case(TENSORS + "def load():\n    return [(x, y)] * 4\n", "returned a 4-tuple",
+                "loader-returns-4"),
+    loader_case(TENSORS + "def load():\n    return (x, y), 5\n",
+                "returned a int as its val split", "loader-returns-int-split"),
+    loader_case(TENSORS + "def load():\n    return (x.byte(), y), None\n", "give floats",
+                "loader-uint8"),
+    loader_case("class D(torch.utils.data.Dataset):\n    def __len__(self):\n        return 12\n"
+                "    def __getitem__(self, i):\n        return torch.zeros(2), i % 2\n"
+                "def load():\n    return D(), D()\n", "num_classes, classes or targets",
+                "loader-streamed-classes-unknown", "--data-mode", "stream"),
+    search("--dataset", "digits", "--image-size", "16", message="has its own size",
+           id="image-size-builtin"),
+    search("--data-mode", "disk", message="--data-mode must be auto, memory or stream",
+           id="data-mode"),
+    toml_case('data_mode = "disk"', "--data-mode must be auto, memory or stream",
+              id="toml-data-mode"),
+    search("--loader-workers=-1", message="must be 0 or more", id="loader-workers-negative"),
+    search("--dataset", "imagefolder:", message="needs a directory", id="imagefolder-empty"),
+    search("--dataset", "imagefolder:nowhere", message="nowhere does not exist",
+           id="imagefolder-missing"),
+    search("--dataset", "imagefolder:imgs", files=images(*GOOD_FOLDER[:4]),
+           message="imgs/val is missing", id="imagefolder-no-val"),
+    search("--dataset", "imagefolder:imgs", files=images("train/0.png", "val/0.png"),
+           message="holds no class folders", id="imagefolder-no-classes"),
+    search("--dataset", "imagefolder:imgs", files=images(*GOOD_FOLDER, val__dog__big=(9, 9)),
+           message="differ in size", id="imagefolder-mixed-sizes"),
+    search("--dataset", "imagefolder:imgs",
+           files={**images(*GOOD_FOLDER), "imgs/train/cat/2.png": b"not an image"},
+           message="2.png is not an image PIL can read", id="imagefolder-corrupt"),
+    search("--dataset", "imagefolder:imgs", files=images(*GOOD_FOLDER, "val/bird/0.png"),
+           message="lacks: bird", id="imagefolder-extra-class"),
     # --- storage URLs and files ---
     Case("postgres-port-text",
          ("search", "--storage", "postgresql://u:pw@127.0.0.1:notaport/db"), "port"),
@@ -350,7 +414,14 @@ def test_bad_input_is_one_line_exit_2_and_changes_no_storage(
     monkeypatch.chdir(tmp_path)  # a default ./bsopt.db would show up in the listing below
     monkeypatch.delenv("BSOPT_STORAGE", raising=False)
     monkeypatch.delenv("BSOPT_MAX_WORKERS", raising=False)
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # no __pycache__ of a loader here
     path = set_up(case, tmp_path, planted_db, request)
+    for name, content in case.files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            (tmp_path / name).write_bytes(content)
+        else:
+            (tmp_path / name).write_text(content)
     toml = tmp_path / "study.toml"
     if case.toml is not None:
         toml.write_bytes(case.toml if isinstance(case.toml, bytes) else case.toml.encode())

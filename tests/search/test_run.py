@@ -14,6 +14,7 @@ from bsopt.config import build_config
 from bsopt.records import study_config
 from bsopt.search import search
 from bsopt.search.worker import TooManyFailures
+from tests.helpers import QUICK
 
 # Three short epochs, so that pruners have rungs to judge at.
 PRUNABLE = {"dataset": "digits", "max_train_samples": 256, "epochs": 3, "batch_size": "16:128"}
@@ -145,3 +146,22 @@ def test_the_default_pruner_judges_each_trial_within_its_batch_size(tmp_path: Pa
     assert any(t.state == TrialState.COMPLETE for t in trials)
     # Successive halving recorded each reported trial at its first rung (epoch 1).
     assert all("completed_rung_0" in t.system_attrs for t in trials if t.intermediate_values)
+
+
+def test_the_data_line_comes_before_the_study_and_with_the_result(tmp_path: Path) -> None:
+    config, explicit = build_config(None, {"storage": f"sqlite:///{tmp_path}/s.db", **QUICK,
+                                           "n_trials": 1, "sampler": "random",
+                                           "data_mode": "stream", "loader_workers": 0})
+    lines = []
+
+    def on_data(line: str) -> None:
+        assert not (tmp_path / "s.db").exists()  # said before anything is stored
+        lines.append(line)
+
+    result = search(config, explicit, on_data=on_data)
+    assert lines == [result.data]
+    assert result.data.startswith("data: digits, 128 train / 26 val / 300 test examples "
+                                  "(1x8x8, 10 classes) streamed to cpu by a DataLoader with "
+                                  "0 loader workers (")
+    assert result.data.endswith("; --data-mode stream)")
+    assert result.counts == {"COMPLETE": 1}
