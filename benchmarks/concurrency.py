@@ -1,8 +1,8 @@
 """Concurrency: N worker processes on one study, bsopt's storage and workers against plain Optuna.
 
-For each storage (SQLite file, PostgreSQL database) and each worker count, two studies run
-with the same trivial objective (``bsopt.search.space.suggest`` and a formula, no training) and
-the same budget, one after the other, alternating which goes first:
+For each storage (SQLite file, PostgreSQL database, journal file) and each worker count, two
+studies run with the same trivial objective (``bsopt.search.space.suggest`` and a formula, no
+training) and the same budget, one after the other, alternating which goes first:
 
 - **bsopt**: the study is made by ``bsopt.search.join_or_create`` (grid sampler: one WAITING
   trial per grid point); each worker process builds its storage with
@@ -10,8 +10,9 @@ the same budget, one after the other, alternating which goes first:
   ``bsopt.search.run_worker``.
 - **optuna**: each worker process calls ``optuna.create_study(storage=url,
   load_if_exists=True)`` with Optuna's ``GridSampler`` over the same grid and default
-  ``RDBStorage`` settings, then ``study.optimize(n_trials=budget)`` with
-  ``MaxTrialsCallback(budget)`` for the shared budget.
+  ``RDBStorage`` settings (Optuna's ``JournalStorage`` on the same file for a journal),
+  then ``study.optimize(n_trials=budget)`` with ``MaxTrialsCallback(budget)`` for the
+  shared budget.
 
 Workers import and connect first, then start together; the clock runs from the start signal
 to the last worker's exit. Counted afterwards from the storage: finished trials (complete +
@@ -22,6 +23,7 @@ and extra trials (finished beyond the budget).
 Run::
 
     python -m benchmarks.concurrency            # SQLite and PostgreSQL, 1/2/4/8 workers
+    python -m benchmarks.concurrency --backends sqlite,journal
 """
 
 from __future__ import annotations
@@ -63,6 +65,24 @@ def trivial_objective(config: Any) -> Any:
     return objective
 
 
+def _optuna_storage(url: str) -> Any:
+    """What plain Optuna is given for ``url``: the URL, or its journal storage."""
+    import optuna
+
+    from bsopt.storage import sqlalchemy_url
+    from bsopt.storage.urls import journal_path
+
+    if (path := journal_path(url)) is not None:
+        backend = optuna.storages.journal.JournalFileBackend(str(path))
+        return optuna.storages.JournalStorage(backend)
+    return sqlalchemy_url(url)
+
+
+def _close(storage: Any) -> None:
+    if hasattr(storage, "engine"):  # an RDB storage: its connections
+        storage.engine.dispose()
+
+
 def _worker(mode: str, name: str, url: str, budget: int, ready: Any, start: Any,
             results: Any) -> None:
     warnings.filterwarnings("ignore")
@@ -83,10 +103,9 @@ def _worker(mode: str, name: str, url: str, budget: int, ready: Any, start: Any,
             run_worker(study, trivial_objective(config))
         else:
             from bsopt.search.space import grid
-            from bsopt.storage import sqlalchemy_url
 
             sampler = optuna.samplers.GridSampler(grid(config), seed=os.getpid())
-            study = optuna.create_study(study_name=name, storage=sqlalchemy_url(url),
+            study = optuna.create_study(study_name=name, storage=_optuna_storage(url),
                                         sampler=sampler, load_if_exists=True)
             ready.put(os.getpid())
             start.wait()
@@ -103,13 +122,13 @@ def _count(url: str, name: str, budget: int) -> dict[str, int]:
     import optuna
     from optuna.trial import TrialState
 
-    from bsopt.storage import sqlalchemy_url
+    from bsopt.storage import make_storage
 
-    storage = optuna.storages.RDBStorage(sqlalchemy_url(url))
+    storage = make_storage(url, heartbeat=False, create=False)
     try:
         trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
     finally:
-        storage.engine.dispose()
+        _close(storage)
     done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     points = Counter((t.params["batch_size"], round(t.params["lr"], 12)) for t in done)
     return {"finished": len(done),
@@ -127,13 +146,11 @@ def run_once(mode: str, url: str, workers: int, budget: int, name: str) -> dict[
 
         storage = make_storage(url)
         join_or_create(bench_config(name, url, budget), storage)
-        storage.engine.dispose()
+        _close(storage)
     else:
         import optuna
 
-        from bsopt.storage import sqlalchemy_url
-
-        optuna.create_study(study_name=name, storage=sqlalchemy_url(url))
+        optuna.create_study(study_name=name, storage=_optuna_storage(url))
     ready, results, start = context.Queue(), context.Queue(), context.Event()
     processes = [context.Process(target=_worker, args=(mode, name, url, budget, ready, start,
                                                        results)) for _ in range(workers)]
@@ -194,6 +211,8 @@ def measure(backends: tuple[str, ...] = ("sqlite", "postgresql"),
                         name = f"{mode}-{workers}"
                         if backend == "sqlite":
                             url = f"sqlite:///{Path(tmp) / f'{name}.db'}"
+                        elif backend == "journal":
+                            url = f"journal://{Path(tmp) / f'{name}.log'}"
                         row = run_once(mode, url, workers, budget, name)
                         rows.append({"backend": backend, **row})
                         print(_format_row(rows[-1]), flush=True)

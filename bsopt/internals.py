@@ -48,6 +48,18 @@ RDB_PUBLIC_NOT_RETRIED = {
 }
 
 
+def heartbeat_base() -> type:
+    """Optuna's ``BaseHeartbeat``: what ``fail_stale_trials`` asks of a storage.
+
+    Not exported by Optuna; bsopt's journal storage implements it (``record_heartbeat``,
+    ``_get_stale_trial_ids``, ``get_heartbeat_interval``,
+    ``get_heartbeat_stale_trial_callback``) so that dead workers' trials go stale there too.
+    """
+    from optuna.storages._heartbeat import BaseHeartbeat
+
+    return BaseHeartbeat
+
+
 def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
     """The storage object a study works on (Optuna wraps an RDB storage in a cache)."""
     return study._storage

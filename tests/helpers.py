@@ -16,7 +16,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from bsopt import records
-from bsopt.storage import make_storage, sqlite_database_path
+from bsopt.storage import make_storage, storage_file
 from bsopt.storage.artifacts import DatabaseArtifactStore
 from bsopt.storage.checkpoints import CheckpointOwner
 
@@ -67,10 +67,16 @@ class Reader:
         return CheckpointOwner(records.study_uid(study), trial.user_attrs[records.SERIES])
 
     def running_with_checkpoint(self) -> FrozenTrial | None:
-        """A RUNNING trial that has finished at least one epoch (its checkpoint is in)."""
+        """A RUNNING trial that has finished at least one epoch (its checkpoint is in).
+
+        And its curves: an epoch's checkpoint is written before its curves, so a trial is
+        taken only once both are there, while it trains its next epoch (a test that kills
+        its worker then finds the trial's record and checkpoint at the same epoch).
+        """
         return next((t for t in self.trials()
-                     if t.state == TrialState.RUNNING and records.CHECKPOINT in t.user_attrs),
-                    None)
+                     if t.state == TrialState.RUNNING and records.CHECKPOINT in t.user_attrs
+                     and len(t.user_attrs.get(records.VAL_LOSS, []))
+                     == t.user_attrs[records.CHECKPOINT]["epoch"]), None)
 
 
 def stored_checkpoints(url: str) -> list[str]:
@@ -83,7 +89,7 @@ def stored_checkpoints(url: str) -> list[str]:
 
 def stored_artifacts(url: str) -> list[str]:
     """The ids of every artifact a storage holds: checkpoints and kept weights."""
-    path = sqlite_database_path(url)
+    path = storage_file(url)
     if path is None:
         return DatabaseArtifactStore(url).artifact_ids()
     artifacts = path.with_name(path.name + ".artifacts")

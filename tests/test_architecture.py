@@ -115,6 +115,9 @@ def test_modules_are_short() -> None:
      "bsopt.cli", "torch"),
     # `import bsopt` in a user's training script is instant (bsopt.report and the API).
     ("import bsopt", "optuna"),
+    # Launching on Slurm needs neither Ray nor (until the study is made) torch.
+    ("import bsopt.launch, bsopt.cli.launch", "ray"),
+    ("import bsopt.launch, bsopt.cli.launch", "torch"),
 ])
 def test_layers_import_only_what_they_need(code: str, absent: str) -> None:
     check = (f"import sys\n{code}\n"

@@ -93,8 +93,8 @@ def test_shipped_table_replays_every_method():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql",
-                                                             marks=pytest.mark.postgres)])
+@pytest.mark.parametrize("backend", ["sqlite", "journal",
+                                     pytest.param("postgresql", marks=pytest.mark.postgres)])
 def test_concurrency_counts_are_consistent(backend):
     result = concurrency.main(["--backends", backend, "--workers", "2", "--budget", "8"])
     rows = result["rows"]

@@ -1,9 +1,9 @@
 """The ``bsopt`` command: parse flags, build a config, make one library call, print.
 
 Every subcommand is a parser function plus a command function whose body is a call into the
-library (``bsopt.cli.search``, ``studies``, ``figures``, ``science``, ``serve``). Mistakes a
-user can make (``UsageError``) print one line and exit with 2; trials that keep failing or a
-disk that fills up mid-study exit with 1; Ctrl-C with 130.
+library (``bsopt.cli.search``, ``studies``, ``figures``, ``science``, ``serve``,
+``launch``). Mistakes a user can make (``UsageError``) print one line and exit with 2;
+trials that keep failing or a disk that fills up mid-study exit with 1; Ctrl-C with 130.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bsopt.cli import figures, science, serve, studies
+from bsopt.cli import figures, launch, science, serve, studies
 from bsopt.cli import search as search_command
 from bsopt.cli.options import Parser
 from bsopt.errors import UsageError
@@ -24,7 +24,7 @@ COMMANDS: list[Callable[[Any], None]] = [
     search_command.add_search, studies.add_studies, studies.add_best, studies.add_evaluate,
     studies.add_export,
     figures.add_plots, figures.add_report, figures.add_dashboard, science.add_analyze,
-    science.add_profile, serve.add_storage_proxy,
+    science.add_profile, serve.add_storage_proxy, launch.add_launch,
 ]
 
 

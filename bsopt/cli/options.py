@@ -34,8 +34,9 @@ class Parser(argparse.ArgumentParser):
 def add_storage(parser: argparse.ArgumentParser) -> None:
     """``--storage URL``."""
     parser.add_argument("--storage", metavar="URL",
-                        help="sqlite:///FILE.db, postgresql://USER:PW@HOST/DB or "
-                             "grpc://HOST:PORT (default: $BSOPT_STORAGE, else sqlite:///bsopt.db)")
+                        help="sqlite:///FILE.db, postgresql://USER:PW@HOST/DB, "
+                             "grpc://HOST:PORT or journal:///ABSOLUTE/PATH.log (default: "
+                             "$BSOPT_STORAGE, else sqlite:///bsopt.db)")
 
 
 def add_study_name(parser: argparse.ArgumentParser, required: bool = True) -> None:

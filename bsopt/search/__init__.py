@@ -16,7 +16,7 @@ that opening or reading a study does not import torch) and bsopt's leaf modules.
 
 from bsopt.search.progress import Failure, Kind, TrialProgress, WorkerExit
 from bsopt.search.pruning import BatchSizePruner
-from bsopt.search.run import SearchResult, search
+from bsopt.search.run import SearchResult, prepare_study, search
 from bsopt.search.samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler
 from bsopt.search.study import (
     StudyPlan,
@@ -31,5 +31,5 @@ __all__ = [
     "PRUNERS", "SAMPLERS", "BatchSizePruner", "Failure", "Kind", "SearchResult", "StorageFull",
     "StudyPlan", "TooManyFailures", "TrialProgress", "WorkerExit",
     "join_or_create", "load_study", "make_pruner", "make_sampler", "open_study", "plan_study",
-    "run_worker", "search",
+    "prepare_study", "run_worker", "search",
 ]

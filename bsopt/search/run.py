@@ -294,3 +294,27 @@ def search(config: StudyConfig, explicit: dict[str, Any] | None = None, *,
         best=best_trials(study, BEST_SHOWN), interrupted=interrupted, errors=errors,
         data=data_line,
     )
+
+
+def prepare_study(config: StudyConfig,
+                  explicit: dict[str, Any] | None = None) -> tuple[optuna.Study, StudyConfig]:
+    """Check a study as :func:`search` does, then create or join it; no trial runs.
+
+    What ``bsopt launch`` does before it hands workers to a cluster: bad input leaves the
+    storage as it was. The workers run elsewhere, so the data, the network (or the user's
+    training function) are checked here on the CPU, and the device each worker trains on
+    is checked by that worker, where it runs.
+
+    Returns:
+        The study and the config in force (the stored definition with this run's fields).
+
+    Raises:
+        UsageError: bad input; the study another process created contradicts it.
+    """
+    reader = (make_storage(config.storage, heartbeat=False, create=False)
+              if holds_optuna_tables(config.storage) else None)
+    plan = plan_study(config, reader, explicit)
+    # This machine's devices are not the workers': check the training on its CPU.
+    _check_training(plan.config.replace(device="cpu", gpus=None, trials_per_gpu=1), None)
+    return (open_study(plan, make_storage(config.storage, stale_trial_callback=retry_failed_trial)),
+            plan.config)

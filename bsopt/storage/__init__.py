@@ -1,7 +1,10 @@
 """The storage layer: URL in, Optuna storage out, and what keeps a shared study whole.
 
 - :mod:`~bsopt.storage.urls`: which storage a URL means, its password masked in output;
-- :mod:`~bsopt.storage.factory`: :func:`make_storage` (SQLite, PostgreSQL, the gRPC proxy);
+- :mod:`~bsopt.storage.factory`: :func:`make_storage` (SQLite, PostgreSQL, the gRPC proxy,
+  a journal file);
+- :mod:`~bsopt.storage.journal`: Optuna's journal file, with heartbeats, for shared
+  filesystems without a database;
 - :mod:`~bsopt.storage.retries`: lost connections waited out, one place for retries;
 - :mod:`~bsopt.storage.failures`: which failures heal, the one line for those that do not;
 - :mod:`~bsopt.storage.settings`: the environment variables for heartbeats and retries;
@@ -21,11 +24,17 @@ from bsopt.storage.heartbeats import heartbeat, heartbeat_interval, retry_failed
 from bsopt.storage.reading import open_existing, open_existing_storage
 from bsopt.storage.retries import ResilientRDBStorage, call_with_retry
 from bsopt.storage.settings import env_seconds
-from bsopt.storage.urls import mask_url, resolve_url, sqlalchemy_url, sqlite_database_path
+from bsopt.storage.urls import (
+    mask_url,
+    resolve_url,
+    sqlalchemy_url,
+    sqlite_database_path,
+    storage_file,
+)
 
 __all__ = [
     "ResilientRDBStorage", "call_with_retry", "env_seconds", "heartbeat", "heartbeat_interval",
     "holds_optuna_tables", "is_connection_error", "make_storage", "mask_url", "open_existing",
     "open_existing_storage", "permanent_error", "resolve_url", "retry_failed_trial",
-    "sqlalchemy_url", "sqlite_database_path",
+    "sqlalchemy_url", "sqlite_database_path", "storage_file",
 ]

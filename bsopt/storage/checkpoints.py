@@ -11,10 +11,10 @@ that differ only in punctuation must not share files) and the retry series. The 
 the artifact id and inside the checkpoint, and a resume refuses a checkpoint of another owner.
 
 Where they are stored (:func:`make_artifact_store`): for a PostgreSQL study, in a table of
-the same database (``bsopt.storage.artifacts``), so a retry on any machine resumes; for an SQLite
-study, in a directory beside the database file; through the gRPC proxy, in
-``./bsopt-artifacts`` (give ``--artifact-dir`` on a shared filesystem to resume across
-machines); ``--artifact-dir`` always wins.
+the same database (``bsopt.storage.artifacts``), so a retry on any machine resumes; for an
+SQLite or journal study, in a directory beside its file (on the shared filesystem, for a
+journal); through the gRPC proxy, in ``./bsopt-artifacts`` (give ``--artifact-dir`` on a
+shared filesystem to resume across machines); ``--artifact-dir`` always wins.
 
 Checkpoints hold only tensors and plain values and are read with
 ``torch.load(weights_only=True)``: loading one cannot run arbitrary code. One that cannot
@@ -37,14 +37,14 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.artifacts.exceptions import ArtifactNotFound
 
 from bsopt import records
-from bsopt.storage.urls import sqlite_database_path
+from bsopt.storage.urls import storage_file
 
 logger = logging.getLogger("bsopt.storage.checkpoints")
 
 
 def default_artifact_dir(storage_url: str) -> Path:
-    """Where checkpoints go by default: beside an SQLite file, else ``./bsopt-artifacts``."""
-    path = sqlite_database_path(storage_url)
+    """Where checkpoints go by default: beside an SQLite or journal file, else ./bsopt-artifacts."""
+    path = storage_file(storage_url)
     return path.with_name(path.name + ".artifacts") if path else Path("bsopt-artifacts")
 
 

@@ -7,6 +7,8 @@
 - Both are a :class:`~bsopt.storage.retries.ResilientRDBStorage` that waits out a lost
   connection, with Optuna's heartbeats (``bsopt.storage.settings``).
 - ``grpc://``: Optuna's gRPC storage proxy (``bsopt storage-proxy``).
+- ``journal:///ABSOLUTE/PATH``: Optuna's journal file on a shared filesystem, with bsopt's
+  heartbeats (``bsopt.storage.journal``).
 
 Reading commands open a storage with ``create=False``: nothing is written to it, not even
 Optuna's tables, so a mistyped path or a file that holds something else stays as it was.
@@ -31,6 +33,7 @@ from optuna.trial import FrozenTrial
 
 from bsopt.errors import UsageError
 from bsopt.storage.failures import permanent_error, sqlite_code
+from bsopt.storage.journal import journal_file, make_journal_storage
 from bsopt.storage.retries import ResilientRDBStorage
 from bsopt.storage.settings import (
     GRACE_ENV,
@@ -40,6 +43,7 @@ from bsopt.storage.settings import (
     env_seconds,
 )
 from bsopt.storage.urls import (
+    JOURNAL_SCHEME,
     MEMORY_SQLITE,
     mask_url,
     parse_url,
@@ -146,6 +150,8 @@ def holds_optuna_tables(url: str | None) -> bool:
     given = resolve_url(url)
     if given.startswith("grpc://"):
         return True
+    if given.startswith(JOURNAL_SCHEME):  # a journal that exists holds Optuna's log
+        return journal_file(given, create=True).exists()
     url = parse_url(given)
     if url.startswith("sqlite") and not _sqlite_path(url, create=True).exists():
         return False
@@ -173,15 +179,17 @@ def make_storage(
 
     Args:
         url: The storage URL; None means ``$BSOPT_STORAGE`` or ``sqlite:///bsopt.db``.
+            ``journal:///PATH`` is Optuna's journal file (``bsopt.storage.journal``).
         heartbeat: Record heartbeats so trials of dead workers are failed and retried.
         heartbeat_interval: Seconds between heartbeats (default ``$BSOPT_HEARTBEAT_SECONDS``
             or 10).
         grace_period: Seconds without a heartbeat before a running trial is failed (default
             ``$BSOPT_GRACE_SECONDS`` or 30).
         stale_trial_callback: Called with each trial failed for a stale heartbeat.
-        create: Create the SQLite file and Optuna's tables if they are not there yet, and
-            switch the file to WAL. False (reading commands): open only a database that has
-            Optuna's tables, and write nothing while opening it.
+        create: Create the SQLite file (or journal file) and Optuna's tables if they are
+            not there yet, and switch an SQLite file to WAL. False (reading commands): open
+            only a database that has Optuna's tables (a journal file that exists), and
+            write nothing while opening it.
 
     Raises:
         UsageError: the URL is malformed, the storage cannot be reached, is not an Optuna
@@ -190,14 +198,6 @@ def make_storage(
     given = resolve_url(url)
     if given.startswith("grpc://"):
         return _grpc_storage(given)
-    url = parse_url(given)
-    if url.startswith("sqlite"):
-        path = _sqlite_path(url, create=create)
-        if create:
-            _prepare_sqlite_file(path, url)
-    if not create and not holds_optuna_tables(given):
-        raise UsageError(f"{mask_url(given)} is not a bsopt/Optuna database (it has no "
-                         "Optuna tables): give the --storage your search used")
     heartbeat_kwargs: dict[str, Any] = {}
     if heartbeat:
         interval = heartbeat_interval or int(env_seconds(HEARTBEAT_ENV, HEARTBEAT_SECONDS))
@@ -206,6 +206,16 @@ def make_storage(
             "grace_period": max(1, grace_period or int(env_seconds(GRACE_ENV, GRACE_SECONDS))),
             "heartbeat_stale_trial_callback": stale_trial_callback,
         }
+    if given.startswith(JOURNAL_SCHEME):
+        return make_journal_storage(given, heartbeat_kwargs=heartbeat_kwargs, create=create)
+    url = parse_url(given)
+    if url.startswith("sqlite"):
+        path = _sqlite_path(url, create=create)
+        if create:
+            _prepare_sqlite_file(path, url)
+    if not create and not holds_optuna_tables(given):
+        raise UsageError(f"{mask_url(given)} is not a bsopt/Optuna database (it has no "
+                         "Optuna tables): give the --storage your search used")
     try:
         storage = _create_rdb_storage(url, heartbeat_kwargs, create=create)
     except (sqlalchemy.exc.DatabaseError, sqlalchemy.exc.InterfaceError,

@@ -8,7 +8,8 @@ fails. The retry resumes from the dead trial's last checkpoint.
 
 Optuna's heartbeats do not pass through the gRPC proxy: behind it, a worker counts up the
 trial's system attribute ``bsopt:beat`` instead, which ``bsopt storage-proxy`` turns into
-heartbeats (:mod:`bsopt.storage.proxy`).
+heartbeats (:mod:`bsopt.storage.proxy`). A journal file has no Optuna heartbeats either: its
+storage counts up the same attribute itself (:mod:`bsopt.storage.journal`).
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def retry_series(trial: optuna.Trial) -> int:
 def heartbeat_interval(storage: BaseStorage) -> float | None:
     """Seconds between the storage's Optuna heartbeats; None if it records none.
 
-    (The RDB storage and Optuna's cache in front of it have heartbeats; the gRPC proxy not.)
+    (The RDB storage, Optuna's cache in front of it and bsopt's journal storage have
+    heartbeats; the gRPC proxy not.)
     """
     interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
     return None if interval is None else float(interval)

@@ -32,7 +32,7 @@ from bsopt.network import check_address, warn_if_exposed
 from bsopt.records import CONFIG_ATTR
 from bsopt.storage.factory import make_storage
 from bsopt.storage.heartbeats import PROXY_BEAT_ATTR, retry_failed_trial
-from bsopt.storage.urls import mask_url, resolve_url
+from bsopt.storage.urls import JOURNAL_SCHEME, mask_url, resolve_url
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 13000
@@ -100,6 +100,9 @@ def serve_storage_proxy(storage_url: str | None, *, host: str = DEFAULT_HOST,
     url = resolve_url(storage_url)
     if url.startswith("grpc://"):
         raise UsageError(f"--storage {mask_url(url)} is a proxy already: give the database URL")
+    if url.startswith(JOURNAL_SCHEME):  # its beats are the journal's own: no relay for them
+        raise UsageError(f"--storage {url} is a journal file, which workers open directly on "
+                         "the shared filesystem: serve an sqlite:// or postgresql:// database")
     check_address(host, port)  # before the storage is opened (and maybe created)
     backend = make_storage(url, stale_trial_callback=retry_failed_trial)
     out = out or sys.stdout

@@ -1,7 +1,9 @@
 """Storage URLs: which storage a command means, its SQLAlchemy form, and how to print it.
 
 - ``sqlite:///path.db`` (the embedded default), ``postgresql://user:pw@host/db`` (psycopg 3
-  without naming a driver) and ``grpc://host:port`` (Optuna's gRPC storage proxy).
+  without naming a driver), ``grpc://host:port`` (Optuna's gRPC storage proxy) and
+  ``journal:///ABSOLUTE/PATH.log`` (Optuna's journal file, for a shared filesystem without a
+  database; absolute only, since workers on other machines start in other directories).
 - ``--storage``, else ``$BSOPT_STORAGE``, else ``sqlite:///bsopt.db``.
 - Every URL printed anywhere goes through :func:`mask_url`: its password is never shown.
 """
@@ -21,6 +23,9 @@ DEFAULT_STORAGE = "sqlite:///bsopt.db"
 STORAGE_ENV = "BSOPT_STORAGE"
 MEMORY_SQLITE = ("in-memory SQLite cannot be shared by workers or kept: "
                  "use sqlite:///FILE.db")
+JOURNAL_SCHEME = "journal://"
+URL_FORMS = ("sqlite:///FILE.db, postgresql://USER:PASSWORD@HOST/DB, grpc://HOST:PORT or "
+             "journal:///ABSOLUTE/PATH.log")
 
 
 def resolve_url(url: str | None) -> str:
@@ -60,6 +65,26 @@ def sqlite_database_path(url: str) -> Path | None:
     return None if database in (None, "", ":memory:") else Path(database)
 
 
+def journal_path(url: str) -> Path | None:
+    """The log file of a ``journal:///ABSOLUTE/PATH`` URL, or None for other storages.
+
+    Raises:
+        UsageError: the path is relative (``journal://study.log``) or missing.
+    """
+    if not url.startswith(JOURNAL_SCHEME):
+        return None
+    path = url[len(JOURNAL_SCHEME):]
+    if not path.startswith("/"):
+        raise UsageError(f"the journal storage {url!r} needs an absolute path, as in "
+                         f"journal:///shared/bsopt/study.log (three slashes)")
+    return Path(path)
+
+
+def storage_file(url: str) -> Path | None:
+    """The file that holds a storage (an SQLite database or a journal); None for servers."""
+    return sqlite_database_path(url) or journal_path(url)
+
+
 def parse_url(given: str) -> str:
     """The SQLAlchemy URL of an ``sqlite`` or ``postgresql`` storage URL, checked.
 
@@ -68,10 +93,7 @@ def parse_url(given: str) -> str:
     """
     scheme = given.split("://", 1)[0] if "://" in given else ""
     if scheme.split("+")[0] not in ("sqlite", "postgresql", "postgres"):
-        raise UsageError(
-            f"unsupported storage URL {mask_url(given)!r}: use sqlite:///FILE.db, "
-            "postgresql://USER:PASSWORD@HOST/DB or grpc://HOST:PORT"
-        )
+        raise UsageError(f"unsupported storage URL {mask_url(given)!r}: use {URL_FORMS}")
     url = sqlalchemy_url(given)
     try:
         make_url(url)

@@ -39,7 +39,8 @@ class Case:
     ``setup`` is the state of the storage file ``s.db`` before the command: ``none`` (no
     file), ``study`` (a bsopt study with trials), ``empty`` (0 bytes), ``random``/``text``
     (not a database), ``truncated``/``overwritten`` (a study database damaged), ``dir`` (a
-    directory), ``full`` (the study on a filesystem with no space left).
+    directory), ``full`` (the study on a filesystem with no space left), ``damaged-journal``
+    (a journal file with a line that is not JSON).
     In ``argv``, ``{db}`` is the storage URL, ``{tmp}`` the test's directory and ``{toml}``
     a TOML file holding ``toml``, ``{port}`` a free port. ``files`` are written into the
     test's directory (the working directory) first: a user's loader module, an image folder.
@@ -265,6 +266,58 @@ CASES = [
            id="search-overwritten"),
     search("--study-name", PLANTED, setup="full", message="is full: free space",
            id="search-disk-full"),
+    # --- journal files: absolute paths only; reading never creates one ---
+    Case("journal-relative", ("search", "--storage", "journal://study.log"),
+         "needs an absolute path"),
+    Case("journal-dot-relative", ("studies", "--storage", "journal://./study.log"),
+         "needs an absolute path"),
+    Case("journal-missing-dir", ("search", "--storage", "journal:///nonexistent-dir/s.log"),
+         "does not exist"),
+    Case("journal-directory", ("search", "--storage", "journal://{tmp}"), "is a directory"),
+    Case("journal-file-is-directory", ("search", "--storage", "journal://{tmp}/s.db"),
+         "is a directory", "dir"),
+    Case("journal-not-a-journal", ("search", "--storage", "journal://{tmp}/s.db"),
+         "is not an Optuna journal file", "text"),
+    Case("journal-random-bytes", ("studies", "--storage", "journal://{tmp}/s.db"),
+         "is not an Optuna journal file", "random"),
+    Case("journal-damaged", ("best", "--storage", "journal://{tmp}/s.db", "--study-name",
+                             PLANTED), "is damaged", "damaged-journal"),
+    Case("journal-studies-no-file", ("studies", "--storage", "journal://{tmp}/s.db"),
+         "no study journal at"),
+    Case("journal-export-no-file", ("export", "--storage", "journal://{tmp}/s.db",
+                                    "--study-name", PLANTED), "no study journal at"),
+    Case("journal-search-bad-flag", ("search", "--storage", "journal://{tmp}/s.db",
+                                     "--sampler", "annealing"), "unknown sampler"),
+    Case("journal-behind-proxy", ("storage-proxy", "--storage", "journal://{tmp}/s.db"),
+         "is a journal file"),
+    # --- launchers: refused before any job is submitted or study created ---
+    Case("launch-no-launcher", ("launch",), "required"),
+    Case("slurm-array-zero", ("launch", "slurm", "--storage", "{db}", "--array", "0"),
+         "must be positive"),
+    Case("slurm-gpus-negative", ("launch", "slurm", "--storage", "{db}", "--array", "2",
+                                 "--gpus-per-task=-1"), "must be 0 or more"),
+    Case("slurm-unknown-search-flag", ("launch", "slurm", "--storage", "{db}", "--array", "2",
+                                       "--", "--frobnicate"), "unrecognized arguments"),
+    Case("slurm-storage-after-dashes", ("launch", "slurm", "--array", "2", "--",
+                                        "--storage", "{db}"), "give --storage before --"),
+    Case("slurm-unknown-sampler", ("launch", "slurm", "--storage", "{db}", "--array", "2",
+                                   "--dry-run", "--", "--sampler", "annealing"),
+         "unknown sampler 'annealing'"),
+    Case("slurm-contradicts-study", ("launch", "slurm", "--storage", "{db}", "--study-name",
+                                     PLANTED, "--array", "2", "--", "--epochs", "9"),
+         "was created with epochs=2", "study"),
+    Case("slurm-not-a-database", ("launch", "slurm", "--storage", "{db}", "--array", "2",
+                                  "--dry-run"), "is not an SQLite database", "random"),
+    Case("slurm-journal-relative", ("launch", "slurm", "--storage", "journal://x.log",
+                                    "--array", "2"), "needs an absolute path"),
+    Case("ray-workers-zero", ("launch", "ray", "--storage", "{db}", "--workers", "0"),
+         "must be positive"),
+    Case("ray-gpus-negative", ("launch", "ray", "--storage", "{db}", "--workers", "1",
+                               "--gpus-per-worker=-1"), "must be 0 or more"),
+    Case("ray-unreachable", ("launch", "ray", "--storage", "{db}", "--workers", "1",
+                             "--address", "127.0.0.1:1"), "cannot reach the Ray cluster"),
+    Case("ray-bad-address", ("launch", "ray", "--storage", "{db}", "--workers", "1",
+                             "--address", "nowhere"), "use HOST:PORT"),
     # --- reading commands never write: not even Optuna's schema into an empty file ---
     Case("studies-empty-file", ("studies", "--storage", "{db}"),
          "not a bsopt/Optuna database", "empty"),
@@ -353,6 +406,9 @@ def set_up(case: Case, tmp_path: Path, planted: Path, request: pytest.FixtureReq
         path.write_text("batch_size,lr\n16,0.001\n" * 100)
     elif case.setup == "dir":
         path.mkdir()
+    elif case.setup == "damaged-journal":  # a journal line, then one that is not JSON
+        path.write_text('{"op_code": 0, "worker_id": "w", "study_name": "planted", '
+                        '"directions": [1]}\n{"op_code": 4, "worker_id\n{}\n')
     return path
 
 

@@ -67,11 +67,16 @@ def replay(state: dict[str, Any]) -> list[float]:
 
 
 @pytest.mark.slow
-@pytest.mark.postgres
+@pytest.mark.parametrize("kind", [pytest.param("postgresql", marks=pytest.mark.postgres),
+                                  "journal"])
 def test_a_killed_workers_trial_is_retried_and_resumes_from_its_checkpoint(
-        postgres_url: str, bsopt_process: StartBsopt) -> None:
-    # Checkpoints of a PostgreSQL study are in the database: the retry could run anywhere.
-    storage_url = postgres_url
+        kind: str, request: pytest.FixtureRequest, tmp_path: Path,
+        bsopt_process: StartBsopt) -> None:
+    # Checkpoints of a PostgreSQL study are in the database, those of a journal beside its
+    # file on the shared filesystem: the retry could run on any machine. The journal has no
+    # Optuna heartbeats: bsopt's beat in a trial attribute makes the dead trial stale.
+    storage_url = (request.getfixturevalue("postgres_url") if kind == "postgresql"
+                   else f"journal://{tmp_path}/study.log")
     victim = bsopt_process("search", "--storage", storage_url, "--study-name", "kill",
                            "--n-trials", "1", *LONG_TRIALS, env=FAST_HEARTBEATS)
     reader = Reader(storage_url, "kill")

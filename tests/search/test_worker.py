@@ -45,7 +45,7 @@ def grid_command(url: str, name: str) -> list[str]:
             "--pruner", "none"]
 
 
-def assert_each_grid_point_once(url: str, name: str) -> None:
+def assert_each_grid_point_once(url: str | optuna.storages.BaseStorage, name: str) -> None:
     study = optuna.load_study(study_name=name, storage=url)
     points = [(t.params["batch_size"], t.params["lr"]) for t in study.trials]
     grid = [(b, lr) for b in powers_of_two(16, 64) for lr in grid_lrs(1e-3, 1e-1, 3)]
@@ -115,6 +115,21 @@ def test_two_machines_of_two_workers_share_a_grid_in_one_sqlite_file(
         # Each command shows one combined display of its two workers' trials.
         shown += [int(n) for n in re.findall(r"^\[w[01]\] trial +(\d+) ", out, flags=re.M)]
     assert sorted(shown) == list(range(9))  # every trial shown once, by the command that ran it
+
+
+@pytest.mark.slow
+def test_three_machines_share_a_grid_in_one_journal_file(
+        tmp_path, bsopt_process: StartBsopt) -> None:
+    # A shared filesystem without a database: four worker processes (two of them in one
+    # command) append to one journal file; claims are lines, the first one wins.
+    url = f"journal://{tmp_path}/grid.log"
+    processes = [bsopt_process(*grid_command(url, "grid"), *workers)
+                 for workers in ([], [], ["--workers", "2"])]
+    outputs = [finish(p) for p in processes]
+    assert_each_grid_point_once(make_storage(url, heartbeat=False), "grid")
+    assert all("Traceback" not in err for _, err in outputs)
+    study = optuna.load_study(study_name="grid", storage=make_storage(url, heartbeat=False))
+    assert len({t.user_attrs[records.WORKER] for t in study.trials}) >= 2
 
 
 def test_the_worker_loop_does_not_import_torch(tmp_path) -> None:
