@@ -42,6 +42,15 @@ def lr_param_name(config: StudyConfig) -> str:
     return "lr" if config.lr_scaling == "none" else "base_lr"
 
 
+def lr_bounds(config: StudyConfig) -> tuple[float, float]:
+    """The lr parameter's distribution bounds: ``--lr``, widened by ``--lr-search-limit`` for
+    the scaling sampler (whose search may step past the range when the best sits at an edge;
+    it starts inside the range)."""
+    if config.sampler == "scaling":
+        return config.lr_min / config.lr_search_limit, config.lr_max * config.lr_search_limit
+    return config.lr_min, config.lr_max
+
+
 def search_space(config: StudyConfig) -> dict[str, optuna.distributions.BaseDistribution]:
     """The Optuna distributions of the study's two parameters."""
     return {
@@ -49,7 +58,7 @@ def search_space(config: StudyConfig) -> dict[str, optuna.distributions.BaseDist
             powers_of_two(config.batch_size_min, config.batch_size_max)
         ),
         lr_param_name(config): optuna.distributions.FloatDistribution(
-            config.lr_min, config.lr_max, log=True
+            *lr_bounds(config), log=True
         ),
     }
 
@@ -85,5 +94,5 @@ def suggest(trial: optuna.Trial, config: StudyConfig) -> tuple[int, float]:
     space = search_space(config)
     name = lr_param_name(config)
     batch_size = int(trial.suggest_categorical("batch_size", space["batch_size"].choices))
-    sampled = trial.suggest_float(name, config.lr_min, config.lr_max, log=True)
+    sampled = trial.suggest_float(name, *lr_bounds(config), log=True)
     return batch_size, effective_lr(config, batch_size, sampled)
