@@ -1,7 +1,8 @@
 """The scaling design against grid, random and TPE on a planted lr*(B) (no training, seconds).
 
 The objective is a bowl in log lr whose bottom follows a planted law: ``c B^alpha`` or Li et
-al. 2024's surge curve. ``loss = 1 + (log lr - log lr*(B))^2 / 4 + noise * N(0, 1)``. Each
+al. 2024's surge curve. ``loss = bowl(log lr - log lr*(B)) + noise * N(0, 1)``, the bowl
+steep above lr* and gentle below, like a real loss against lr. Each
 method gets the same number of trials over the same space; the fitted alpha (power law) or
 peak batch size (surge) and the alpha interval's width are printed. The tests drive
 :func:`planted_study` too (tests/search/test_scaling_sampler.py).
@@ -41,6 +42,12 @@ def surge(lr_max: float = 0.01, b_noise: float = 128.0) -> LrLaw:
                                                  math.log(b_noise))[0]))
 
 
+def bowl(d: float) -> float:
+    """Loss at ``d = log lr - log lr*``: steep above the best lr (towards divergence), gentle
+    below, not a parabola (so a quadratic fit is only locally right)."""
+    return 1.0 + 0.3 * (math.exp(min(d, 30.0)) - 1.0 - d) + 0.02 * d * d
+
+
 def planted_study(law: LrLaw, *, sampler: str = "scaling", trials: int = 35,
                   noise: float = 0.0, seed: int = 0, batch: tuple[int, int] = (16, 1024),
                   lr: tuple[float, float] = (1e-4, 1.0)) -> optuna.Study:
@@ -58,7 +65,7 @@ def planted_study(law: LrLaw, *, sampler: str = "scaling", trials: int = 35,
 
     def objective(trial: optuna.Trial) -> float:
         b, x = suggest(trial, config)
-        return 1.0 + (math.log(x) - math.log(law(b))) ** 2 / 4 + noise * rng.standard_normal()
+        return bowl(math.log(x) - math.log(law(b))) + noise * rng.standard_normal()
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study.optimize(objective, n_trials=trials)

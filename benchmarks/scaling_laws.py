@@ -3,7 +3,7 @@
 The reference MLP on MNIST (8,000 training images laid out by ``mnist_dir.sh``), plain SGD
 (momentum 0) and Adam, batch sizes 16..1024, ``--noise-scale`` on, no pruning (so every
 trial costs ``--epochs`` epochs and equal trials are equal epochs). For each optimizer, three
-studies with the same number of trials: ``--sampler scaling``, ``grid`` (7 batch sizes x 5
+studies with the same number of trials: ``--sampler scaling``, ``grid`` (7 batch sizes x 7
 lrs) and ``tpe``. It prints, per study, what ``bsopt analyze`` answers: alpha with its
 interval and verdict, the surge fit, both critical batch sizes, B_simple late in training and
 the ratios, the epochs spent; then the alpha interval's width against the epochs spent
@@ -40,7 +40,7 @@ def config(optimizer: str, method: str, args: argparse.Namespace) -> StudyConfig
     return StudyConfig(
         study_name=f"mnist-mlp-{optimizer}-{method}", storage=f"sqlite:///{args.storage}",
         dataset="mnist", data_dir=args.data_dir, model="mlp", epochs=args.epochs,
-        batch_size_min=16, batch_size_max=1024, lr_min=low, lr_max=high, grid_lr_points=5,
+        batch_size_min=16, batch_size_max=1024, lr_min=low, lr_max=high, grid_lr_points=7,
         sampler=method, pruner="none", n_trials=args.trials, optimizer=optimizer,
         momentum=0.0, noise_scale=True, seed=0, device="cpu")
 
@@ -77,8 +77,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", required=True, help="laid out by mnist_dir.sh")
     p.add_argument("--storage", required=True, help="SQLite file for the studies")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--trials", type=int, default=35)
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--trials", type=int, default=49)
     p.add_argument("--optimizers", default="sgd,adam")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--report-only", action="store_true")

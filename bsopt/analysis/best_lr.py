@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
+from bsopt.analysis.scaling import BestLr, best_lr
 from bsopt.records import TrialRecord
 
 
@@ -59,3 +60,17 @@ def best_by_batch(trials: Iterable[TrialRecord]) -> list[BestRun]:
             lrs_tried=len(lrs), lr_at_edge=len(lrs) > 1 and best.lr in (lrs[0], lrs[-1]),
         ))
     return out
+
+
+def best_lrs(trials: Iterable[TrialRecord]) -> list[BestLr]:
+    """Per batch size, the best lr with its bracket and standard error (sorted by B).
+
+    From the COMPLETE trials' final val losses (:func:`bsopt.analysis.scaling.best_lr`).
+    """
+    points: dict[int, list[tuple[float, float]]] = defaultdict(list)
+    for r in trials:
+        loss = r.final_loss
+        if r.state == "COMPLETE" and loss is not None and r.lr > 0:
+            points[r.batch_size].append((r.lr, loss))
+    found = (best_lr(b, points[b]) for b in sorted(points))
+    return [b for b in found if b is not None]

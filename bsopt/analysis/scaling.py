@@ -53,8 +53,28 @@ class BestLr:
     trials: int
 
 
+def _quadratic_vertex(pts: Sequence[tuple[float, float]]) -> tuple[float, float] | None:
+    """Vertex of the least-squares parabola through 4+ points and its delta-method se."""
+    x, y = np.array(pts).T
+    design = np.column_stack([np.ones_like(x), x, x * x])
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    if coef[2] <= 0:
+        return None
+    dof = len(x) - 3
+    s2 = float(np.sum((y - design @ coef) ** 2)) / dof
+    cov = s2 * np.linalg.pinv(design.T @ design)
+    grad = np.array([0.0, -1.0 / (2 * coef[2]), coef[1] / (2 * coef[2] ** 2)])
+    return float(-coef[1] / (2 * coef[2])), float(math.sqrt(max(grad @ cov @ grad, 0.0)))
+
+
 def best_lr(batch_size: int, points: Sequence[tuple[float, float]]) -> BestLr | None:
-    """The best lr at one batch size from its (lr, loss) points; None without a finite loss."""
+    """The best lr at one batch size from its (lr, loss) points; None without a finite loss.
+
+    Bracketed: the estimate is the vertex of the parabola through the best and its two
+    neighbours, or of the least-squares parabola through the five points around the best
+    when there are that many (its standard error by the delta method, capped at the
+    bracket's); the bracket is the two neighbours.
+    """
     finite = sorted((math.log(lr), v) for lr, v in points if math.isfinite(v))
     if not finite:
         return None
@@ -65,9 +85,14 @@ def best_lr(batch_size: int, points: Sequence[tuple[float, float]]) -> BestLr | 
         den = (xb - xa) * (fb - fc) - (xb - xc) * (fb - fa)
         num = (xb - xa) ** 2 * (fb - fc) - (xb - xc) ** 2 * (fb - fa)
         x = xb - 0.5 * num / den if den < 0 else xb
+        se = (xc - xa) / math.sqrt(12)
+        near = finite[max(i - 2, 0): i + 3]
+        fitted = _quadratic_vertex(near) if len(near) >= 4 else None
+        if fitted is not None and xa < fitted[0] < xc:
+            x, se = fitted[0], min(se, max(fitted[1], 0.01))
         x = min(max(x, xa), xc)
-        return BestLr(batch_size, math.exp(x), math.exp(xa), math.exp(xc),
-                      (xc - xa) / math.sqrt(12), True, len(points))
+        return BestLr(batch_size, math.exp(x), math.exp(xa), math.exp(xc), se, True,
+                      len(points))
     span = max(xs[-1] - xs[0], math.log(10))
     return BestLr(batch_size, math.exp(xs[i]), math.exp(xs[max(i - 1, 0)]),
                   math.exp(xs[min(i + 1, len(xs) - 1)]), span, False, len(points))

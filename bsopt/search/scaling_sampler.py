@@ -76,7 +76,7 @@ class ScalingSampler(optuna.samplers.BaseSampler):
         points, pending, counts = self._state(study, trial.number)
         fixed = trial.system_attrs.get("fixed_params", {}).get("batch_size")
         batch = int(fixed) if fixed in self.batch_sizes else self._choose_batch(
-            points, pending, counts, trial.number)
+            points, pending, counts)
         x = next_point(points[batch], pending[batch], centre=self._centre(batch, points),
                        step=self._step(), lower=self.lower, upper=self.upper,
                        tol=TOLERANCE)
@@ -125,14 +125,12 @@ class ScalingSampler(optuna.samplers.BaseSampler):
         return points, pending, counts
 
     def _choose_batch(self, points: dict[int, list[tuple[float, float]]],
-                      pending: dict[int, list[float]], counts: dict[int, int],
-                      number: int) -> int:
-        """Fewest trials until each has its first points, then the widest bracket."""
-        order = self.batch_sizes[number % len(self.batch_sizes):] + \
-            self.batch_sizes[:number % len(self.batch_sizes)]  # workers start spread out
-        young = [b for b in order if counts[b] < INITIAL_POINTS]
+                      pending: dict[int, list[float]], counts: dict[int, int]) -> int:
+        """Batch sizes in turn, smallest first, until each has its first points (so each
+        starts from the power law of those before it); then the widest bracket."""
+        young = [b for b in self.batch_sizes if counts[b] < INITIAL_POINTS]
         if young:
-            return min(young, key=lambda b: counts[b])
+            return max(young, key=lambda b: (counts[b], -b))  # finish the one under way
 
         def width(b: int) -> float:
             br = bracket(points[b])
@@ -140,7 +138,7 @@ class ScalingSampler(optuna.samplers.BaseSampler):
             w = br.width if br is not None else math.inf
             return w * 0.618 ** len(pending[b])
 
-        return max(order, key=lambda b: (width(b), -counts[b]))
+        return max(self.batch_sizes, key=lambda b: (width(b), -counts[b], -b))
 
     def _bests(self, points: dict[int, list[tuple[float, float]]],
                exclude: int) -> list[tuple[float, float]]:
@@ -160,10 +158,12 @@ class ScalingSampler(optuna.samplers.BaseSampler):
             x, y = np.array(bests).T
             if np.ptp(x) > 0:
                 slope, intercept = np.polyfit(x, y, 1)
-                guess = float(intercept + np.clip(slope, -0.5, 1.5) * math.log(batch))
+                slope = float(np.clip(slope, -0.5, 1.5))  # a wild slope from noisy bests
+                guess = float(y.mean() + slope * (math.log(batch) - x.mean()))
                 return min(max(guess, self.lower), self.upper)
-        if bests:
-            return min(bests, key=lambda p: abs(p[0] - math.log(batch)))[1]
+        if bests:  # one batch size done: halfway between square-root and linear scaling
+            x, y = min(bests, key=lambda p: abs(p[0] - math.log(batch)))
+            return min(max(y + 0.75 * (math.log(batch) - x), self.lower), self.upper)
         return (self.low + self.high) / 2
 
     def _step(self) -> float:
