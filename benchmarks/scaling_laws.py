@@ -25,6 +25,8 @@ import optuna
 import torch
 
 from bsopt.analysis import analyze_records
+from bsopt.analysis.answers import answer_lines
+from bsopt.analysis.best_lr import best_lrs
 from bsopt.analysis.scaling import fit_power_law
 from bsopt.config import StudyConfig
 from bsopt.records import study_records
@@ -58,12 +60,10 @@ def report(optimizer: str, method: str, args: argparse.Namespace) -> None:
     a = analyze_records(records, study_name=c.name)
     print(f"\n== {optimizer} / {method}: {a.complete_trials} complete trials, "
           f"{epochs_spent(records)} epochs")
-    for line in a.summary_lines():
+    for line in answer_lines(a):
         print("  " + line)
     widths = []
     for k in range(14, len(records) + 1, 7):
-        from bsopt.analysis.study import best_lrs
-
         bests = best_lrs(records[:k])
         if len({b.batch_size for b in bests}) >= 3:
             fit = fit_power_law(bests)

@@ -13,7 +13,8 @@ from typing import Any
 
 import optuna
 
-from bsopt.analysis.best_lr import BestRun, best_by_batch
+from bsopt.analysis.best_lr import BestRun, best_by_batch, best_lrs
+from bsopt.analysis.critical import ZhangCritical, zhang_critical
 from bsopt.analysis.curves import (
     TARGET_SLACK,
     NoiseScaleSeries,
@@ -25,10 +26,9 @@ from bsopt.analysis.curves import (
 from bsopt.analysis.fits import (
     MIN_BATCH_SIZES,
     CriticalBatch,
-    ScalingFit,
     fit_critical_batch,
-    fit_lr_scaling,
 )
+from bsopt.analysis.scaling import BestLr, PowerLaw, SurgeFit, fit_power_law, fit_surge
 from bsopt.errors import UsageError
 from bsopt.records import TrialRecord, json_ready, study_records
 from bsopt.text import batch_sizes_text, plural, sizes_text
@@ -42,17 +42,30 @@ class StudyAnalysis:
     complete_trials: int
     pruned_trials: int
     best: tuple[BestRun, ...]
-    lr_scaling: ScalingFit | None
+    best_lrs: tuple[BestLr, ...]  # per batch size: the best lr with its bracket
+    lr_scaling: PowerLaw | None
+    surge: SurgeFit | None
     lr_notes: tuple[str, ...]
     target_loss: float | None
     target_rule: str
     steps_to_target: tuple[StepsToTarget, ...]
     unreached: tuple[int, ...]  # batch sizes whose curves never reached the target
     critical_batch: CriticalBatch | None
+    zhang: ZhangCritical | None
     steps_notes: tuple[str, ...]
     noise_scale: tuple[NoiseScaleSeries, ...]
     noise_notes: tuple[str, ...]
     notes: tuple[str, ...]  # about the study as a whole
+
+    @property
+    def b_simple_late(self) -> float | None:
+        """B_simple at the last epoch, median over batch sizes (late training)."""
+        last = sorted(s.medians[-1] for s in self.noise_scale
+                      if s.medians and s.medians[-1] is not None)
+        if not last:
+            return None
+        mid = len(last) // 2
+        return last[mid] if len(last) % 2 else (last[mid - 1] + last[mid]) / 2
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready values (non-finite floats become None)."""
@@ -72,9 +85,12 @@ def analyze_records(
         notes.append("the study has no complete or pruned trials yet: run `bsopt search` first")
 
     best = best_by_batch(trials)
-    lr_notes, fit = [], None
-    if len(best) >= MIN_BATCH_SIZES:
-        fit = fit_lr_scaling([b.batch_size for b in best], [b.lr for b in best])
+    bests = best_lrs(trials)
+    lr_notes: list[str] = []
+    fit, surge = None, None
+    if len(bests) >= MIN_BATCH_SIZES:
+        fit = fit_power_law(bests)
+        surge = fit_surge(bests, fit) if len(bests) > MIN_BATCH_SIZES else None
     elif trials:
         lr_notes.append(
             f"only {len(best)} batch {plural(len(best), 'size has', 'sizes have')} complete "
@@ -85,7 +101,12 @@ def analyze_records(
         lr_notes.append(f"only one lr was tried at {batch_sizes_text(single)}: run more trials "
                         "there so the best lr is a choice, not the only option")
     edge = [b.batch_size for b in best if b.lr_at_edge]
-    if edge:
+    open_ = [b.batch_size for b in bests if not b.bracketed]
+    if open_:
+        lr_notes.append(f"the best lr at {batch_sizes_text(open_)} has no higher loss on one "
+                        "side, so it weighs little in the fit: run `--sampler scaling`, which "
+                        "widens the lr range there on its own")
+    if edge and not open_:
         lr_notes.append(f"the best lr at {batch_sizes_text(edge)} is the smallest or largest "
                         "lr tried there, so the optimum may lie outside: widen --lr or run more "
                         "trials")
@@ -103,6 +124,7 @@ def analyze_records(
     rows: list[StepsToTarget] = []
     unreached: list[int] = []
     critical = None
+    zhang = None
     if target is None:
         if trials:
             steps_notes.append("no trial has a val loss curve with steps: run `bsopt search`, "
@@ -110,6 +132,9 @@ def analyze_records(
     else:
         rows, unreached = steps_to_target(trials, target)
         critical = _critical_batch(rows, unreached, target, steps_notes)
+    usable = [r for r in rows if not r.upper_bound]
+    zhang = zhang_critical([r.batch_size for r in usable], [r.steps for r in usable],
+                           mccandlish_b_crit=critical.b_crit if critical else None)
 
     noise = noise_scale_by_batch(trials)
     noise_notes = []
@@ -120,7 +145,8 @@ def analyze_records(
         study_name=study_name,
         complete_trials=sum(r.state == "COMPLETE" for r in trials),
         pruned_trials=sum(r.state == "PRUNED" for r in trials),
-        best=tuple(best), lr_scaling=fit, lr_notes=tuple(lr_notes),
+        best=tuple(best), best_lrs=tuple(bests), lr_scaling=fit, surge=surge,
+        lr_notes=tuple(lr_notes), zhang=zhang,
         target_loss=target, target_rule=rule, steps_to_target=tuple(rows),
         unreached=tuple(unreached), critical_batch=critical, steps_notes=tuple(steps_notes),
         noise_scale=tuple(noise), noise_notes=tuple(noise_notes), notes=tuple(notes),
