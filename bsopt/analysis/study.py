@@ -104,8 +104,8 @@ def analyze_records(
     open_ = [b.batch_size for b in bests if not b.bracketed]
     if open_:
         lr_notes.append(f"the best lr at {batch_sizes_text(open_)} has no higher loss on one "
-                        "side, so it weighs little in the fit: run `--sampler scaling`, which "
-                        "widens the lr range there on its own")
+                        "side, so it weighs little in the fit: widen --lr, or run `--sampler "
+                        "scaling`, which widens the lr range there on its own")
     if edge and not open_:
         lr_notes.append(f"the best lr at {batch_sizes_text(edge)} is the smallest or largest "
                         "lr tried there, so the optimum may lie outside: widen --lr or run more "
