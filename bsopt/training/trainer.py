@@ -220,7 +220,14 @@ class Trainer:
             if measure:
                 self.noise[0].after_micro_batch(params, len(xm), loss_scale=len(xm) / size)
         if measure:
-            self.noise[1].update(*self.noise[0].end_step(params))
+            # A diverging step (a too-large lr) is a diverged trial, not a failed one: the
+            # estimator refuses non-finite norms, which would otherwise fail the trial.
+            if not math.isfinite(total):
+                raise Diverged(f"training loss is {total} at epoch {self.epoch + 1}")
+            try:
+                self.noise[1].update(*self.noise[0].end_step(params))
+            except ValueError as exc:
+                raise Diverged(f"{exc} at epoch {self.epoch + 1}") from None
         self.optimizer.step()
         self.steps += 1
         return total
