@@ -62,6 +62,11 @@ def report(optimizer: str, method: str, args: argparse.Namespace) -> None:
           f"{epochs_spent(records)} epochs")
     for line in answer_lines(a):
         print("  " + line)
+    # The same fits with each trial ranked by its lowest val loss over the epochs.
+    b = analyze_records(records, study_name=c.name, lr_loss="best-epoch")
+    for line in answer_lines(b)[:3]:
+        if line.startswith(("lr scaling", "surge", "saturating")):
+            print("  [best-epoch] " + line)
     widths = []
     for k in range(14, len(records) + 1, 7):
         bests = best_lrs(records[:k])

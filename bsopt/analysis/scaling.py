@@ -14,7 +14,9 @@
 - the surge form of Li et al. 2024 ("Surge Phenomenon in Optimal Learning Rate and Batch Size
   Scaling", arXiv:2405.14578) for Adam-style optimizers,
   ``lr*(B) = lr_max / (0.5 (sqrt(B_noise / B) + sqrt(B / B_noise)))``, which peaks at
-  ``B = B_noise``; compared with the power law by AICc on the same weights.
+  ``B = B_noise``; and McCandlish et al. 2018's form for SGD, ``lr*(B) = lr_max / (1 +
+  B_noise / B)``, which rises linearly below B_noise and saturates above it; each compared
+  with the power law by AICc on the same weights.
 """
 
 from __future__ import annotations
@@ -171,6 +173,12 @@ def fit_power_law(bests: Sequence[BestLr], *, confidence: float = CONFIDENCE) ->
                     trials, key, more)
 
 
+def saturating_log_lr(batch: np.ndarray, log_lr_max: float,
+                      log_b_noise: float) -> np.ndarray:
+    """log of McCandlish et al. 2018's ``lr_max / (1 + B_noise / B)`` (SGD)."""
+    return log_lr_max - np.log1p(np.exp(log_b_noise) / batch)
+
+
 def surge_log_lr(batch: np.ndarray, log_lr_max: float, log_b_noise: float) -> np.ndarray:
     """log of Li et al. 2024's ``lr_max / (0.5 (sqrt(B_noise/B) + sqrt(B/B_noise)))``."""
     r = np.sqrt(np.exp(log_b_noise) / batch)
@@ -179,7 +187,7 @@ def surge_log_lr(batch: np.ndarray, log_lr_max: float, log_b_noise: float) -> np
 
 @dataclass(frozen=True)
 class SurgeFit:
-    """The surge curve fitted to the best lrs, against the power law by AICc."""
+    """The surge (or saturating) curve fitted to the best lrs, against the power law by AICc."""
 
     _derived: ClassVar[tuple[str, ...]] = ("verdict_text",)
     lr_max: float
@@ -187,7 +195,8 @@ class SurgeFit:
     b_noise_ci: tuple[float, float]
     aicc_surge: float
     aicc_power: float
-    inside: bool  # the peak lies within the batch sizes fitted
+    inside: bool  # the peak (the knee) lies within the batch sizes fitted
+    form: str = "surge"  # or "saturating"
 
     @property
     def preferred(self) -> bool:
@@ -198,6 +207,14 @@ class SurgeFit:
     def verdict_text(self) -> str:
         """Which form the data prefer, in words."""
         delta = self.aicc_power - self.aicc_surge
+        if self.form == "saturating":
+            if self.preferred:
+                return (f"saturating: the best lr grows about linearly below B = "
+                        f"{self.b_noise:.3g} and levels off at {self.lr_max:.3g} above it "
+                        f"(AICc {delta:.1f} better than the power law)")
+            where = "" if self.inside else f", and its knee B = {self.b_noise:.3g} lies outside"
+            return (f"no saturation: the power law fits as well (AICc better by {delta:.1f}, "
+                    f"2 needed{where})")
         if self.preferred:
             return (f"surge: the best lr rises, peaks at B = {self.b_noise:.3g}, then falls "
                     f"(AICc {delta:.1f} better than the power law)")
@@ -213,9 +230,16 @@ def _aicc(chi2: float, n: int, k: int = 2) -> float:
     return n * math.log(max(chi2, 1e-12) / n) + 2 * k + 2 * k * (k + 1) / (n - k - 1)
 
 
+def fit_saturating(bests: Sequence[BestLr], power: PowerLaw, *,
+                   confidence: float = CONFIDENCE) -> SurgeFit | None:
+    """Fit McCandlish et al.'s saturating curve (SGD) like :func:`fit_surge`."""
+    return fit_surge(bests, power, confidence=confidence, form="saturating")
+
+
 def fit_surge(bests: Sequence[BestLr], power: PowerLaw, *,
-              confidence: float = CONFIDENCE) -> SurgeFit | None:
+              confidence: float = CONFIDENCE, form: str = "surge") -> SurgeFit | None:
     """Fit the surge curve by weighted least squares on log lr; None if it does not converge."""
+    model = saturating_log_lr if form == "saturating" else surge_log_lr
     b = np.array([x.batch_size for x in bests], float)
     y = np.log([x.lr for x in bests])
     se = 1.0 / np.sqrt(_weights([x.se_log for x in bests]))
@@ -228,12 +252,12 @@ def fit_surge(bests: Sequence[BestLr], power: PowerLaw, *,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                params, cov = optimize.curve_fit(surge_log_lr, b, y, p0=p0, sigma=se,
+                params, cov = optimize.curve_fit(model, b, y, p0=p0, sigma=se,
                                                  absolute_sigma=True, maxfev=4000,
                                                  bounds=bounds)
             except (RuntimeError, ValueError):
                 continue
-        chi2 = float(np.sum(((y - surge_log_lr(b, *params)) / se) ** 2))
+        chi2 = float(np.sum(((y - model(b, *params)) / se) ** 2))
         if best is None or chi2 < best[0]:
             best = (chi2, params, cov)
     if best is None:
@@ -249,4 +273,4 @@ def fit_surge(bests: Sequence[BestLr], power: PowerLaw, *,
         math.nan, math.nan)
     return SurgeFit(lr_max=math.exp(float(params[0])), b_noise=math.exp(log_bn), b_noise_ci=ci,
                     aicc_surge=_aicc(chi2, n), aicc_power=_aicc(power.chi2, n),
-                    inside=bool(b.min() <= math.exp(log_bn) <= b.max()))
+                    inside=bool(b.min() <= math.exp(log_bn) <= b.max()), form=form)

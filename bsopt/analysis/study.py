@@ -13,7 +13,7 @@ from typing import Any
 
 import optuna
 
-from bsopt.analysis.best_lr import BestRun, best_by_batch, best_lrs
+from bsopt.analysis.best_lr import LR_LOSSES, BestRun, best_by_batch, best_lrs
 from bsopt.analysis.critical import ZhangCritical, zhang_critical
 from bsopt.analysis.curves import (
     TARGET_SLACK,
@@ -28,7 +28,14 @@ from bsopt.analysis.fits import (
     CriticalBatch,
     fit_critical_batch,
 )
-from bsopt.analysis.scaling import BestLr, PowerLaw, SurgeFit, fit_power_law, fit_surge
+from bsopt.analysis.scaling import (
+    BestLr,
+    PowerLaw,
+    SurgeFit,
+    fit_power_law,
+    fit_saturating,
+    fit_surge,
+)
 from bsopt.errors import UsageError
 from bsopt.records import TrialRecord, json_ready, study_records
 from bsopt.text import batch_sizes_text, plural, sizes_text
@@ -45,6 +52,7 @@ class StudyAnalysis:
     best_lrs: tuple[BestLr, ...]  # per batch size: the best lr with its bracket
     lr_scaling: PowerLaw | None
     surge: SurgeFit | None
+    saturating: SurgeFit | None  # McCandlish et al.'s lr_max / (1 + B_noise / B), for SGD
     lr_notes: tuple[str, ...]
     target_loss: float | None
     target_rule: str
@@ -74,9 +82,11 @@ class StudyAnalysis:
 
 def analyze_records(
     trials: Iterable[TrialRecord], *, target_loss: float | None = None,
-    study_name: str | None = None,
+    study_name: str | None = None, lr_loss: str = "final",
 ) -> StudyAnalysis:
     """Analyze trial records (see :func:`analyze`)."""
+    if lr_loss not in LR_LOSSES:
+        raise UsageError(f"--lr-loss takes {' or '.join(LR_LOSSES)}, got {lr_loss!r}")
     if target_loss is not None and not math.isfinite(target_loss):
         raise UsageError(f"--target-loss must be a finite number, got {target_loss}")
     trials = list(trials)
@@ -85,12 +95,13 @@ def analyze_records(
         notes.append("the study has no complete or pruned trials yet: run `bsopt search` first")
 
     best = best_by_batch(trials)
-    bests = best_lrs(trials)
+    bests = best_lrs(trials, lr_loss)
     lr_notes: list[str] = []
-    fit, surge = None, None
+    fit, surge, saturating = None, None, None
     if len(bests) >= MIN_BATCH_SIZES:
         fit = fit_power_law(bests)
-        surge = fit_surge(bests, fit) if len(bests) > MIN_BATCH_SIZES else None
+        if len(bests) > MIN_BATCH_SIZES:  # two parameters and AICc need four points
+            surge, saturating = fit_surge(bests, fit), fit_saturating(bests, fit)
     elif trials:
         lr_notes.append(
             f"only {len(best)} batch {plural(len(best), 'size has', 'sizes have')} complete "
@@ -146,6 +157,7 @@ def analyze_records(
         complete_trials=sum(r.state == "COMPLETE" for r in trials),
         pruned_trials=sum(r.state == "PRUNED" for r in trials),
         best=tuple(best), best_lrs=tuple(bests), lr_scaling=fit, surge=surge,
+        saturating=saturating,
         lr_notes=tuple(lr_notes), zhang=zhang,
         target_loss=target, target_rule=rule, steps_to_target=tuple(rows),
         unreached=tuple(unreached), critical_batch=critical, steps_notes=tuple(steps_notes),
@@ -185,7 +197,8 @@ def _critical_batch(
     return fit
 
 
-def analyze(study: optuna.Study, *, target_loss: float | None = None) -> StudyAnalysis:
+def analyze(study: optuna.Study, *, target_loss: float | None = None,
+            lr_loss: str = "final") -> StudyAnalysis:
     """Analyze a bsopt study: lr scaling law, steps to target, critical batch size, noise scale.
 
     Args:
@@ -193,6 +206,9 @@ def analyze(study: optuna.Study, *, target_loss: float | None = None) -> StudyAn
             per-epoch ``val_loss``, ``train_loss``, ``steps``, ``noise_scale``).
         target_loss: Validation loss for steps-to-target; None picks
             ``TARGET_SLACK`` x the worst of the per-batch-size best val losses.
+        lr_loss: What ranks the lrs of a batch size in the scaling fits: ``final`` (the
+            trial's final val loss, what the search minimized) or ``best-epoch`` (its lowest,
+            robust to a spike at the last epoch).
 
     Example::
 
@@ -200,4 +216,4 @@ def analyze(study: optuna.Study, *, target_loss: float | None = None) -> StudyAn
         print(format_analysis(result))
     """
     return analyze_records(study_records(study), target_loss=target_loss,
-                           study_name=study.study_name)
+                           study_name=study.study_name, lr_loss=lr_loss)

@@ -92,3 +92,25 @@ def test_zhang_exact_at_a_measured_size_and_not_reached() -> None:
     assert z is not None and z.b_crit == pytest.approx(64) and z.closed_form is None
     perfect = zhang_critical([16, 32, 64], [1000, 500, 250])
     assert perfect is not None and perfect.b_crit is None and perfect.beyond == 64
+
+
+def test_the_saturating_form_wins_on_mccandlish_s_curve() -> None:
+    from bsopt.analysis.scaling import fit_saturating
+
+    sat = []
+    for b in SIZES:
+        lr = 0.3 / (1 + 64 / b)
+        sat.append(BestLr(b, lr, lr / 2, lr * 2, 0.05, True, 5))
+    fit = fit_saturating(sat, fit_power_law(sat))
+    assert fit is not None and fit.preferred and fit.form == "saturating"
+    assert fit.b_noise == pytest.approx(64, rel=0.01)
+    assert "levels off" in fit.verdict_text
+
+
+def test_best_epoch_ranks_a_trial_by_its_lowest_val_loss() -> None:
+    from bsopt.analysis.best_lr import trial_loss
+    from bsopt.records import TrialRecord
+
+    r = TrialRecord(number=0, state="COMPLETE", batch_size=32, lr=0.1, value=0.9,
+                    val_loss=[1.0, 0.3, 0.9])
+    assert trial_loss(r) == 0.9 and trial_loss(r, "best-epoch") == 0.3
