@@ -23,6 +23,7 @@ import math
 import random
 import time
 import uuid
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -205,7 +206,9 @@ def open_study(plan: StudyPlan, storage: optuna.storages.BaseStorage) -> optuna.
         try:
             study.set_user_attr(CREATING_ATTR, 0)  # first: this study is bsopt's, being made
             study.set_user_attr(UID_ATTR, uuid.uuid4().hex)
-            study.set_metric_names(metric_names(config))  # labels in optuna-dashboard
+            with warnings.catch_warnings():  # experimental since Optuna 3.2, still there
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(metric_names(config))  # labels in optuna-dashboard
             _enqueue_budget(study, config, grid_points(config))
             # Written last: a joiner waits for it, so it never sees a half-made study.
             study.set_user_attr(CONFIG_ATTR, config.definition())
