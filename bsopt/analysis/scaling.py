@@ -124,6 +124,8 @@ class PowerLaw:
     def verdict_text(self) -> str:
         """The verdict in plain words."""
         text = DECIDED[self.verdict]
+        if self.alpha_low <= 0.0 <= self.alpha_high:
+            text += "; the interval also holds alpha=0 (no change of lr with B)"
         if self.more_trials is not None:
             text += (f"; about {self.more_trials} more trials would decide (if the interval "
                      "shrinks as 1/sqrt(trials))")

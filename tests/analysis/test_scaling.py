@@ -114,3 +114,10 @@ def test_best_epoch_ranks_a_trial_by_its_lowest_val_loss() -> None:
     r = TrialRecord(number=0, state="COMPLETE", batch_size=32, lr=0.1, value=0.9,
                     val_loss=[1.0, 0.3, 0.9])
     assert trial_loss(r) == 0.9 and trial_loss(r, "best-epoch") == 0.3
+
+
+def test_a_verdict_says_when_the_interval_also_holds_no_scaling() -> None:
+    fit = fit_power_law(planted(0.2, se=0.3, wobble=0.3))
+    assert fit.alpha_low < 0 < fit.alpha_high
+    assert "also holds alpha=0" in fit.verdict_text
+    assert "also holds alpha=0" not in fit_power_law(planted(1.0, se=0.05)).verdict_text
