@@ -62,7 +62,8 @@ def answer_lines(a: StudyAnalysis) -> list[str]:
             ratios.append(f"B_crit / B_simple = {crit.b_crit / late:.2g}")
         if zhang is not None and zhang.b_crit is not None:
             ratios.append(f"Zhang / B_simple = {zhang.b_crit / late:.2g}")
-        lines.append(f"noise scale: B_simple late in training = {late:.3g}"
+        lines.append(f"noise scale: B_simple late in training = {late:.3g} (last epoch of each "
+                     "batch size's best trial, median)"
                      + (f"; {', '.join(ratios)} (McCandlish et al. predict about 1)"
                         if ratios else ""))
     return lines

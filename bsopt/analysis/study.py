@@ -7,6 +7,7 @@ what to run instead of guessing.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -65,15 +66,7 @@ class StudyAnalysis:
     noise_notes: tuple[str, ...]
     notes: tuple[str, ...]  # about the study as a whole
 
-    @property
-    def b_simple_late(self) -> float | None:
-        """B_simple at the last epoch, median over batch sizes (late training)."""
-        last = sorted(s.medians[-1] for s in self.noise_scale
-                      if s.medians and s.medians[-1] is not None)
-        if not last:
-            return None
-        mid = len(last) // 2
-        return last[mid] if len(last) % 2 else (last[mid - 1] + last[mid]) / 2
+    b_simple_late: float | None = None  # see _b_simple_late
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready values (non-finite floats become None)."""
@@ -148,6 +141,7 @@ def analyze_records(
                            mccandlish_b_crit=critical.b_crit if critical else None)
 
     noise = noise_scale_by_batch(trials)
+    late = _b_simple_late(trials, best)
     noise_notes = []
     if not noise and trials:
         noise_notes.append("no trial measured the gradient noise scale: run trials with "
@@ -162,7 +156,21 @@ def analyze_records(
         target_loss=target, target_rule=rule, steps_to_target=tuple(rows),
         unreached=tuple(unreached), critical_batch=critical, steps_notes=tuple(steps_notes),
         noise_scale=tuple(noise), noise_notes=tuple(noise_notes), notes=tuple(notes),
+        b_simple_late=late,
     )
+
+
+def _b_simple_late(trials: list[TrialRecord], best: list[BestRun]) -> float | None:
+    """B_simple late in training: the median over batch sizes of the last measured noise
+    scale of each batch size's best trial (McCandlish et al. measure it along a well-tuned
+    run; a badly tuned lr's trial, still early in its loss, reads lower)."""
+    by_number = {r.number: r for r in trials}
+    last = []
+    for b in best:
+        values = [v for v in by_number[b.trial].noise_scale if math.isfinite(v) and v > 0]
+        if values:
+            last.append(values[-1])
+    return statistics.median(last) if last else None
 
 
 def _critical_batch(

@@ -8,7 +8,7 @@ import optuna
 import pytest
 from optuna_dashboard import get_note, save_note
 
-from bsopt.analysis import analyze, analyze_records
+from bsopt.analysis import analyze, analyze_records, answer_lines
 from bsopt.records import study_records
 from bsopt.visualization.note import MARKER, write_answers_note
 from bsopt.visualization.report import report_html
@@ -56,6 +56,13 @@ def test_noise_lines_are_the_medians_per_epoch(exact_study) -> None:
     assert [n.batch_size for n in lines] == BATCHES
     assert lines[0].epochs[:3] == [1, 2, 3]
     assert lines[0].b_simple[:3] == [16.0, 17.0, 18.0]
+
+
+def test_b_simple_late_is_the_median_of_the_best_trials_last_epoch(exact_study) -> None:
+    a = analyze(exact_study)
+    epochs = len(planted_curves(16, 1e-3, 0.5)["val_loss"])
+    assert a.b_simple_late == 128 + epochs - 1  # noise scale planted as B + epoch index
+    assert f"B_simple late in training = {a.b_simple_late:.3g}" in "\n".join(answer_lines(a))
 
 
 def test_best_curves_are_one_per_batch_size_at_its_best_lr(exact_study) -> None:
