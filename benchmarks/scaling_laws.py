@@ -19,6 +19,7 @@ Run (about 25 minutes on one core)::
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
 import optuna
@@ -52,29 +53,65 @@ def epochs_spent(records: list) -> int:
     return sum(len(r.val_loss) for r in records)
 
 
-def report(optimizer: str, method: str, args: argparse.Namespace) -> None:
-    """Print one study's answers and its alpha width against the epochs spent."""
+TARGET_WIDTH = 0.4
+
+
+def _g(value: float | None) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.3g}"
+
+
+def epochs_to_width(records: list, lr_loss: str) -> tuple[int | None, list[str]]:
+    """The epochs after which the alpha interval first is at most TARGET_WIDTH wide, and the
+    width after every 7th trial."""
+    first, marks = None, []
+    for k in range(3, len(records) + 1):
+        bests = best_lrs(records[:k], lr_loss)
+        if len({b.batch_size for b in bests}) < 3:
+            continue
+        fit = fit_power_law(bests)
+        if first is None and fit.width <= TARGET_WIDTH:
+            first = epochs_spent(records[:k])
+        if k % 7 == 0 or k == len(records):
+            marks.append(f"{epochs_spent(records[:k])} ep: {fit.alpha:.2f} +- {fit.width / 2:.2f}")
+    return first, marks
+
+
+def report(optimizer: str, method: str, args: argparse.Namespace) -> list[str]:
+    """Print one study's answers; return its row of the summary table."""
     c = config(optimizer, method, args)
     study = optuna.load_study(study_name=c.name, storage=c.storage)
     records = sorted(study_records(study), key=lambda r: r.number)
     a = analyze_records(records, study_name=c.name)
-    print(f"\n== {optimizer} / {method}: {a.complete_trials} complete trials, "
-          f"{epochs_spent(records)} epochs")
+    epochs = epochs_spent(records)
+    print(f"\n== {optimizer} / {method}: {a.complete_trials} complete and {a.pruned_trials} "
+          f"pruned (diverged) trials, {epochs} epochs")
     for line in answer_lines(a):
         print("  " + line)
     # The same fits with each trial ranked by its lowest val loss over the epochs.
     b = analyze_records(records, study_name=c.name, lr_loss="best-epoch")
-    for line in answer_lines(b)[:3]:
+    for line in answer_lines(b):
         if line.startswith(("lr scaling", "surge", "saturating")):
             print("  [best-epoch] " + line)
-    widths = []
-    for k in range(14, len(records) + 1, 7):
-        bests = best_lrs(records[:k])
-        if len({b.batch_size for b in bests}) >= 3:
-            fit = fit_power_law(bests)
-            widths.append(f"{epochs_spent(records[:k])} epochs: alpha {fit.alpha:.2f} "
-                          f"+- {fit.width / 2:.2f}")
-    print("  alpha interval vs epochs: " + "; ".join(widths))
+    row = [optimizer, method, str(epochs)]
+    for lr_loss, an in (("final", a), ("best-epoch", b)):
+        first, marks = epochs_to_width(records, lr_loss)
+        print(f"  [{lr_loss}] alpha against epochs: " + "; ".join(marks))
+        fit = an.lr_scaling
+        row += ([f"{fit.alpha:.2f} ({fit.alpha_low:.2f} .. {fit.alpha_high:.2f})",
+                 f"{fit.width:.2f}", fit.verdict, str(first or "-")] if fit else ["-"] * 4)
+    best = max((f for f in (b.surge, b.saturating) if f is not None and f.preferred),
+               key=lambda f: f.aicc_power - f.aicc_surge, default=None)
+    row.append(f"{best.form} @ {best.b_noise:.3g}" if best else "power law")
+    crit, z, late = a.critical_batch, a.zhang, a.b_simple_late
+    row += [_g(crit.b_crit) if crit else "-", _g(z.b_crit) if z else "-", _g(late),
+            _g(crit.b_crit / late) if crit and late else "-"]
+    return row
+
+
+HEADER = ["optimizer", "design", "epochs", "alpha (final)", "width", "verdict",
+          "epochs to width<=0.4", "alpha (best-epoch)", "width", "verdict",
+          "epochs to width<=0.4", "best form (best-epoch)", "B_crit", "Zhang", "B_simple late",
+          "B_crit/B_simple"]
 
 
 def main() -> None:
@@ -97,12 +134,16 @@ def main() -> None:
             search(config(optimizer, method, args))
             print(f"trained {optimizer}/{method} in {time.monotonic() - start:.0f} s",
                   flush=True)
+    rows = []
     for optimizer in optimizers:
         for method in methods:
             try:
-                report(optimizer, method, args)
+                rows.append(report(optimizer, method, args))
             except (KeyError, ValueError) as exc:
                 print(f"{optimizer}/{method}: no report ({exc})")
+    print("\n| " + " | ".join(HEADER) + " |\n|" + "---|" * len(HEADER))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
     print(f"\n(lr ranges {LR_RANGES}; {args.epochs} epochs a trial, {args.trials} trials a "
           "study; no pruning)")
 
