@@ -4,7 +4,8 @@ Zhang et al. 2024 ("How Does Critical Batch Size Scale in Pre-training?", arXiv:
 call critical the batch size where the steps to a target loss exceed perfect linear scaling
 from a reference batch size B_ref by 20%: ``S(B) = 1.2 S(B_ref) B_ref / B``. bsopt takes B_ref
 the smallest batch size that reached the target and interpolates the measured ratio
-``S(B) B / (S(B_ref) B_ref)`` linearly in log B. On McCandlish et al.'s curve
+``S(B) B / (S(B_ref) B_ref)`` linearly in log B at its last upward crossing of 1.2 (the
+batch size from which on every measured size needs 20% more steps than linear scaling). On McCandlish et al.'s curve
 ``S(B) = S_min (1 + B_crit / B)`` the ratio is ``(B + B_crit) / (B_ref + B_crit)``, which
 reaches 1.2 at ``B = 1.2 B_ref + 0.2 B_crit``: the closed form shown beside it as a check.
 """
@@ -39,9 +40,12 @@ def zhang_critical(batch_sizes: Sequence[int], steps: Sequence[float], *,
     ratios = [(b, s * b / (s_ref * b_ref)) for b, s in rows]
     closed = (None if mccandlish_b_crit is None or not math.isfinite(mccandlish_b_crit)
               else (1 + excess) * b_ref + excess * mccandlish_b_crit)
-    for (b0, r0), (b1, r1) in zip(ratios, ratios[1:], strict=False):
-        if r1 > 1 + excess >= r0:
-            t = (1 + excess - r0) / (r1 - r0)
-            b = math.exp(math.log(b0) + t * (math.log(b1) - math.log(b0)))
-            return ZhangCritical(int(b_ref), b, None, closed)
-    return ZhangCritical(int(b_ref), None, int(rows[-1][0]), closed)
+    # The last upward crossing: from there on every measured size stays above. A single noisy
+    # small batch size (steps are resolved to epoch ends) does not set the answer.
+    last = max(i for i, (_, r) in enumerate(ratios) if r <= 1 + excess)
+    if last == len(ratios) - 1:
+        return ZhangCritical(int(b_ref), None, int(rows[-1][0]), closed)
+    (b0, r0), (b1, r1) = ratios[last], ratios[last + 1]
+    t = (1 + excess - r0) / (r1 - r0)
+    b = math.exp(math.log(b0) + t * (math.log(b1) - math.log(b0)))
+    return ZhangCritical(int(b_ref), b, None, closed)

@@ -121,3 +121,12 @@ def test_a_verdict_says_when_the_interval_also_holds_no_scaling() -> None:
     assert fit.alpha_low < 0 < fit.alpha_high
     assert "also holds alpha=0" in fit.verdict_text
     assert "also holds alpha=0" not in fit_power_law(planted(1.0, se=0.05)).verdict_text
+
+
+def test_zhang_takes_the_last_crossing_past_a_noisy_small_batch() -> None:
+    ratios = [1.0, 1.5, 1.0, 1.1, 2.0]  # 32 is a noisy outlier; from 256 on, all above
+    sizes = [16, 32, 64, 128, 256]
+    steps = [1000 * r * 16 / b for r, b in zip(ratios, sizes, strict=True)]
+    z = zhang_critical(sizes, steps)
+    t = (1.2 - 1.1) / (2.0 - 1.1)
+    assert z is not None and z.b_crit == pytest.approx(128 * 2 ** t)
