@@ -7,7 +7,8 @@ the smallest batch size that reached the target and interpolates the measured ra
 ``S(B) B / (S(B_ref) B_ref)`` linearly in log B at its last upward crossing of 1.2 (the
 batch size from which on every measured size needs 20% more steps than linear scaling).
 On McCandlish et al.'s curve ``S(B) = S_min (1 + B_crit / B)`` the ratio is
-``(B + B_crit) / (B_ref + B_crit)``, which reaches 1.2 at ``B = 1.2 B_ref + 0.2 B_crit``: the closed form shown beside it as a check.
+``(B + B_crit) / (B_ref + B_crit)``, which reaches 1.2 at ``B = 1.2 B_ref + 0.2 B_crit``:
+the closed form shown beside it as a check.
 """
 
 from __future__ import annotations
