@@ -26,13 +26,14 @@ def answer_lines(a: StudyAnalysis) -> list[str]:
             f"Verdict: {fit.verdict_text}")
     if a.surge is not None:
         s = a.surge
-        lines.append(f"surge form (Li et al. 2024, for Adam): {s.verdict_text}; peak B = "
-                     f"{_g(s.b_noise)} (95% CI {_g(s.b_noise_ci[0])} .. {_g(s.b_noise_ci[1])})")
+        lines.append(f"surge form (Li et al. 2024, for Adam): {s.verdict_text}"
+                     + (f"; peak B = {_g(s.b_noise)} (95% CI {_g(s.b_noise_ci[0])} .. "
+                        f"{_g(s.b_noise_ci[1])})" if s.inside else ""))
     if a.saturating is not None:
         s = a.saturating
-        lines.append(f"saturating form (McCandlish et al. 2018, for SGD): {s.verdict_text}; "
-                     f"knee B = {_g(s.b_noise)} (95% CI {_g(s.b_noise_ci[0])} .. "
-                     f"{_g(s.b_noise_ci[1])})")
+        lines.append(f"saturating form (McCandlish et al. 2018, for SGD): {s.verdict_text}"
+                     + (f"; knee B = {_g(s.b_noise)} (95% CI {_g(s.b_noise_ci[0])} .. "
+                        f"{_g(s.b_noise_ci[1])})" if s.inside else ""))
     crit, zhang = a.critical_batch, a.zhang
     parts = []
     if crit is not None:

@@ -214,13 +214,13 @@ class SurgeFit:
                 return (f"saturating: the best lr grows about linearly below B = "
                         f"{self.b_noise:.3g} and levels off at {self.lr_max:.3g} above it "
                         f"(AICc {delta:.1f} better than the power law)")
-            where = "" if self.inside else f", and its knee B = {self.b_noise:.3g} lies outside"
+            where = "" if self.inside else ", and its knee lies outside the batch sizes"
             return (f"no saturation: the power law fits as well (AICc better by {delta:.1f}, "
                     f"2 needed{where})")
         if self.preferred:
             return (f"surge: the best lr rises, peaks at B = {self.b_noise:.3g}, then falls "
                     f"(AICc {delta:.1f} better than the power law)")
-        where = "" if self.inside else f", and its peak B = {self.b_noise:.3g} lies outside"
+        where = "" if self.inside else ", and its peak lies outside the batch sizes"
         return (f"no surge: the power law fits as well (AICc of the surge form better by "
                 f"{delta:.1f}, 2 needed{where})")
 

@@ -61,11 +61,14 @@ def _best_lr_section(a: StudyAnalysis) -> list[str]:
                   f"    alpha = {fit.alpha:.3f} ({_ci((fit.alpha_low, fit.alpha_high), '.3f')}), "
                   f"c = {fit.c:.3g}",
                   f"    verdict: {fit.verdict_text}"]
-    if a.surge is not None:
-        lines += [f"  surge form lr_max / (0.5 (sqrt(B_noise/B) + sqrt(B/B_noise))) (Li et al. "
-                  f"2024): lr_max = {a.surge.lr_max:.3g}, B_noise = {a.surge.b_noise:.3g} "
-                  f"({_ci(a.surge.b_noise_ci)})",
-                  f"    {a.surge.verdict_text}"]
+    forms = (("surge form lr_max / (0.5 (sqrt(B_noise/B) + sqrt(B/B_noise))) (Li et al. 2024)",
+              a.surge), ("saturating form lr_max / (1 + B_noise/B) (McCandlish et al. 2018)",
+                         a.saturating))
+    for name, form in forms:
+        if form is not None:
+            where = (f"lr_max = {form.lr_max:.3g}, B_noise = {form.b_noise:.3g} "
+                     f"({_ci(form.b_noise_ci)})" if form.inside else "B_noise outside the data")
+            lines += [f"  {name}: {where}", f"    {form.verdict_text}"]
     return lines + _notes(a.lr_notes)
 
 
