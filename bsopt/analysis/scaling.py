@@ -74,8 +74,8 @@ def best_lr(batch_size: int, points: Sequence[tuple[float, float]]) -> BestLr | 
 
     Bracketed: the estimate is the vertex of the parabola through the best and its two
     neighbours, or of the least-squares parabola through the five points around the best
-    when there are that many (its standard error by the delta method, capped at the
-    bracket's); the bracket is the two neighbours.
+    when there are that many (its standard error by the delta method, between a third of the
+    bracket's and the bracket's); the bracket is the two neighbours.
     """
     finite = sorted((math.log(lr), v) for lr, v in points if math.isfinite(v))
     if not finite:
@@ -89,9 +89,12 @@ def best_lr(batch_size: int, points: Sequence[tuple[float, float]]) -> BestLr | 
         x = xb - 0.5 * num / den if den < 0 else xb
         se = (xc - xa) / math.sqrt(12)
         near = finite[max(i - 2, 0): i + 3]
-        fitted = _quadratic_vertex(near) if len(near) >= 4 else None
+        # Five points (two degrees of freedom) at least: with four, a near-exact fit gives a
+        # standard error near zero that would outweigh every other batch size. Floored at a
+        # third of the bracket's: the parabola is only locally right.
+        fitted = _quadratic_vertex(near) if len(near) >= 5 else None
         if fitted is not None and xa < fitted[0] < xc:
-            x, se = fitted[0], min(se, max(fitted[1], 0.01))
+            x, se = fitted[0], min(se, max(fitted[1], se / 3))
         x = min(max(x, xa), xc)
         return BestLr(batch_size, math.exp(x), math.exp(xa), math.exp(xc), se, True,
                       len(points))
