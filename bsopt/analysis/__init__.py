@@ -13,7 +13,9 @@ It may import numpy, scipy, optuna (to read a study) and bsopt's leaf modules
 (:mod:`bsopt.visualization`) are drawn from it, never the other way round.
 """
 
-from bsopt.analysis.best_lr import BestRun, best_by_batch
+from bsopt.analysis.answers import answer_lines, answer_note
+from bsopt.analysis.best_lr import BestRun, best_by_batch, best_lrs
+from bsopt.analysis.critical import ZhangCritical, zhang_critical
 from bsopt.analysis.curves import (
     NoiseScaleSeries,
     StepsToTarget,
@@ -29,10 +31,13 @@ from bsopt.analysis.fits import (
     fit_lr_scaling,
     scaling_verdict,
 )
+from bsopt.analysis.scaling import BestLr, PowerLaw, SurgeFit, fit_power_law, fit_surge
 from bsopt.analysis.study import StudyAnalysis, analyze, analyze_records
 from bsopt.analysis.text import format_analysis
 
 __all__ = [
+    "BestLr", "PowerLaw", "SurgeFit", "ZhangCritical", "answer_lines", "answer_note",
+    "best_lrs", "fit_power_law", "fit_surge", "zhang_critical",
     "BestRun", "CriticalBatch", "NoiseScaleSeries", "ScalingFit", "StepsToTarget",
     "StudyAnalysis", "analyze", "analyze_records", "best_by_batch", "default_target",
     "fit_critical_batch", "fit_lr_scaling", "format_analysis", "noise_scale_by_batch",

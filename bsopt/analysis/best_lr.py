@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
+from bsopt.analysis.scaling import BestLr, best_lr
 from bsopt.records import TrialRecord
 
 
@@ -59,3 +60,30 @@ def best_by_batch(trials: Iterable[TrialRecord]) -> list[BestRun]:
             lrs_tried=len(lrs), lr_at_edge=len(lrs) > 1 and best.lr in (lrs[0], lrs[-1]),
         ))
     return out
+
+
+LR_LOSSES = ("final", "best-epoch")
+
+
+def trial_loss(record: TrialRecord, which: str = "final") -> float | None:
+    """The loss that ranks a trial's lr: its final val loss, or its lowest over the epochs
+    (``best-epoch``: the loss with early stopping, robust to a last-epoch spike)."""
+    if which == "best-epoch":
+        finite = [v for v in record.val_loss if math.isfinite(v)]
+        return min(finite) if finite else record.final_loss
+    return record.final_loss
+
+
+def best_lrs(trials: Iterable[TrialRecord], loss: str = "final") -> list[BestLr]:
+    """Per batch size, the best lr with its bracket and standard error (sorted by B).
+
+    From the COMPLETE trials' ``loss`` (:func:`trial_loss`) by
+    :func:`bsopt.analysis.scaling.best_lr`.
+    """
+    points: dict[int, list[tuple[float, float]]] = defaultdict(list)
+    for r in trials:
+        value = trial_loss(r, loss)
+        if r.state == "COMPLETE" and value is not None and r.lr > 0:
+            points[r.batch_size].append((r.lr, value))
+    found = (best_lr(b, points[b]) for b in sorted(points))
+    return [b for b in found if b is not None]

@@ -142,7 +142,8 @@ def fit_critical_batch(
         if not (math.isfinite(variance) and variance >= 0):
             return (math.nan, math.nan)
         half = t * math.sqrt(variance)
-        return (math.exp(estimate - half), math.exp(estimate + half))
+        # A flat direction gives a huge variance: the bound is then infinite, not an error.
+        return (math.exp(max(estimate - half, -700.0)), math.exp(min(estimate + half, 700.0)))
 
     log_s, log_b = float(params[0]), float(params[1])
     return CriticalBatch(

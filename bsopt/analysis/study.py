@@ -7,13 +7,15 @@ what to run instead of guessing.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
 
-from bsopt.analysis.best_lr import BestRun, best_by_batch
+from bsopt.analysis.best_lr import LR_LOSSES, BestRun, best_by_batch, best_lrs
+from bsopt.analysis.critical import ZhangCritical, zhang_critical
 from bsopt.analysis.curves import (
     TARGET_SLACK,
     NoiseScaleSeries,
@@ -25,9 +27,15 @@ from bsopt.analysis.curves import (
 from bsopt.analysis.fits import (
     MIN_BATCH_SIZES,
     CriticalBatch,
-    ScalingFit,
     fit_critical_batch,
-    fit_lr_scaling,
+)
+from bsopt.analysis.scaling import (
+    BestLr,
+    PowerLaw,
+    SurgeFit,
+    fit_power_law,
+    fit_saturating,
+    fit_surge,
 )
 from bsopt.errors import UsageError
 from bsopt.records import TrialRecord, json_ready, study_records
@@ -42,17 +50,23 @@ class StudyAnalysis:
     complete_trials: int
     pruned_trials: int
     best: tuple[BestRun, ...]
-    lr_scaling: ScalingFit | None
+    best_lrs: tuple[BestLr, ...]  # per batch size: the best lr with its bracket
+    lr_scaling: PowerLaw | None
+    surge: SurgeFit | None
+    saturating: SurgeFit | None  # McCandlish et al.'s lr_max / (1 + B_noise / B), for SGD
     lr_notes: tuple[str, ...]
     target_loss: float | None
     target_rule: str
     steps_to_target: tuple[StepsToTarget, ...]
     unreached: tuple[int, ...]  # batch sizes whose curves never reached the target
     critical_batch: CriticalBatch | None
+    zhang: ZhangCritical | None
     steps_notes: tuple[str, ...]
     noise_scale: tuple[NoiseScaleSeries, ...]
     noise_notes: tuple[str, ...]
     notes: tuple[str, ...]  # about the study as a whole
+
+    b_simple_late: float | None = None  # see _b_simple_late
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready values (non-finite floats become None)."""
@@ -61,9 +75,11 @@ class StudyAnalysis:
 
 def analyze_records(
     trials: Iterable[TrialRecord], *, target_loss: float | None = None,
-    study_name: str | None = None,
+    study_name: str | None = None, lr_loss: str = "final",
 ) -> StudyAnalysis:
     """Analyze trial records (see :func:`analyze`)."""
+    if lr_loss not in LR_LOSSES:
+        raise UsageError(f"--lr-loss takes {' or '.join(LR_LOSSES)}, got {lr_loss!r}")
     if target_loss is not None and not math.isfinite(target_loss):
         raise UsageError(f"--target-loss must be a finite number, got {target_loss}")
     trials = list(trials)
@@ -72,9 +88,13 @@ def analyze_records(
         notes.append("the study has no complete or pruned trials yet: run `bsopt search` first")
 
     best = best_by_batch(trials)
-    lr_notes, fit = [], None
-    if len(best) >= MIN_BATCH_SIZES:
-        fit = fit_lr_scaling([b.batch_size for b in best], [b.lr for b in best])
+    bests = best_lrs(trials, lr_loss)
+    lr_notes: list[str] = []
+    fit, surge, saturating = None, None, None
+    if len(bests) >= MIN_BATCH_SIZES:
+        fit = fit_power_law(bests)
+        if len(bests) > MIN_BATCH_SIZES:  # two parameters and AICc need four points
+            surge, saturating = fit_surge(bests, fit), fit_saturating(bests, fit)
     elif trials:
         lr_notes.append(
             f"only {len(best)} batch {plural(len(best), 'size has', 'sizes have')} complete "
@@ -85,7 +105,12 @@ def analyze_records(
         lr_notes.append(f"only one lr was tried at {batch_sizes_text(single)}: run more trials "
                         "there so the best lr is a choice, not the only option")
     edge = [b.batch_size for b in best if b.lr_at_edge]
-    if edge:
+    open_ = [b.batch_size for b in bests if not b.bracketed]
+    if open_:
+        lr_notes.append(f"the best lr at {batch_sizes_text(open_)} has no higher loss on one "
+                        "side, so it weighs little in the fit: widen --lr, or run `--sampler "
+                        "scaling`, which widens the lr range there on its own")
+    if edge and not open_:
         lr_notes.append(f"the best lr at {batch_sizes_text(edge)} is the smallest or largest "
                         "lr tried there, so the optimum may lie outside: widen --lr or run more "
                         "trials")
@@ -103,6 +128,7 @@ def analyze_records(
     rows: list[StepsToTarget] = []
     unreached: list[int] = []
     critical = None
+    zhang = None
     if target is None:
         if trials:
             steps_notes.append("no trial has a val loss curve with steps: run `bsopt search`, "
@@ -110,8 +136,12 @@ def analyze_records(
     else:
         rows, unreached = steps_to_target(trials, target)
         critical = _critical_batch(rows, unreached, target, steps_notes)
+    usable = [r for r in rows if not r.upper_bound]
+    zhang = zhang_critical([r.batch_size for r in usable], [r.steps for r in usable],
+                           mccandlish_b_crit=critical.b_crit if critical else None)
 
     noise = noise_scale_by_batch(trials)
+    late = _b_simple_late(trials, best)
     noise_notes = []
     if not noise and trials:
         noise_notes.append("no trial measured the gradient noise scale: run trials with "
@@ -120,11 +150,27 @@ def analyze_records(
         study_name=study_name,
         complete_trials=sum(r.state == "COMPLETE" for r in trials),
         pruned_trials=sum(r.state == "PRUNED" for r in trials),
-        best=tuple(best), lr_scaling=fit, lr_notes=tuple(lr_notes),
+        best=tuple(best), best_lrs=tuple(bests), lr_scaling=fit, surge=surge,
+        saturating=saturating,
+        lr_notes=tuple(lr_notes), zhang=zhang,
         target_loss=target, target_rule=rule, steps_to_target=tuple(rows),
         unreached=tuple(unreached), critical_batch=critical, steps_notes=tuple(steps_notes),
         noise_scale=tuple(noise), noise_notes=tuple(noise_notes), notes=tuple(notes),
+        b_simple_late=late,
     )
+
+
+def _b_simple_late(trials: list[TrialRecord], best: list[BestRun]) -> float | None:
+    """B_simple late in training: the median over batch sizes of the last measured noise
+    scale of each batch size's best trial (McCandlish et al. measure it along a well-tuned
+    run; a badly tuned lr's trial, still early in its loss, reads lower)."""
+    by_number = {r.number: r for r in trials}
+    last = []
+    for b in best:
+        values = [v for v in by_number[b.trial].noise_scale if math.isfinite(v) and v > 0]
+        if values:
+            last.append(values[-1])
+    return statistics.median(last) if last else None
 
 
 def _critical_batch(
@@ -159,7 +205,8 @@ def _critical_batch(
     return fit
 
 
-def analyze(study: optuna.Study, *, target_loss: float | None = None) -> StudyAnalysis:
+def analyze(study: optuna.Study, *, target_loss: float | None = None,
+            lr_loss: str = "final") -> StudyAnalysis:
     """Analyze a bsopt study: lr scaling law, steps to target, critical batch size, noise scale.
 
     Args:
@@ -167,6 +214,9 @@ def analyze(study: optuna.Study, *, target_loss: float | None = None) -> StudyAn
             per-epoch ``val_loss``, ``train_loss``, ``steps``, ``noise_scale``).
         target_loss: Validation loss for steps-to-target; None picks
             ``TARGET_SLACK`` x the worst of the per-batch-size best val losses.
+        lr_loss: What ranks the lrs of a batch size in the scaling fits: ``final`` (the
+            trial's final val loss, what the search minimized) or ``best-epoch`` (its lowest,
+            robust to a spike at the last epoch).
 
     Example::
 
@@ -174,4 +224,4 @@ def analyze(study: optuna.Study, *, target_loss: float | None = None) -> StudyAn
         print(format_analysis(result))
     """
     return analyze_records(study_records(study), target_loss=target_loss,
-                           study_name=study.study_name)
+                           study_name=study.study_name, lr_loss=lr_loss)

@@ -7,6 +7,7 @@ import statistics
 import textwrap
 from collections.abc import Iterable, Sequence
 
+from bsopt.analysis.answers import answer_lines
 from bsopt.analysis.study import StudyAnalysis
 from bsopt.text import plural, table
 
@@ -44,13 +45,30 @@ def _best_lr_section(a: StudyAnalysis) -> list[str]:
         edge = any(b.lr_at_edge for b in a.best)
         lines.append("  gap: generalization gap, final val loss - final train loss"
                      + ("; *: at the edge of the lrs tried" if edge else ""))
+    if a.best_lrs:
+        lines += ["  the best lr with its bracket (the lrs either side; edge: a higher loss on "
+                  "one side only), by a parabola on log lr:"]
+        lines += _indented_table(
+            ["batch", "trials", "best lr", "bracket", "se(log lr)"],
+            [[str(b.batch_size), str(b.trials), _num(b.lr, ".3g"),
+              (f"{b.low:.3g} .. {b.high:.3g}" if b.bracketed else
+               f"edge ({b.low:.3g} .. {b.high:.3g})"), _num(b.se_log, ".3f")]
+             for b in a.best_lrs])
     fit = a.lr_scaling
     if fit is not None:
-        lines += [f"  lr* = c * B^alpha (least squares in log-log over {fit.batch_sizes} batch "
-                  "sizes):",
+        lines += [f"  lr* = c * B^alpha (weighted least squares in log-log over "
+                  f"{fit.batch_sizes} batch sizes, weights 1/se^2):",
                   f"    alpha = {fit.alpha:.3f} ({_ci((fit.alpha_low, fit.alpha_high), '.3f')}), "
-                  f"c = {fit.c:.3g}, R^2 = {fit.r_squared:.3f}",
+                  f"c = {fit.c:.3g}",
                   f"    verdict: {fit.verdict_text}"]
+    forms = (("surge form lr_max / (0.5 (sqrt(B_noise/B) + sqrt(B/B_noise))) (Li et al. 2024)",
+              a.surge), ("saturating form lr_max / (1 + B_noise/B) (McCandlish et al. 2018)",
+                         a.saturating))
+    for name, form in forms:
+        if form is not None:
+            where = (f"lr_max = {form.lr_max:.3g}, B_noise = {form.b_noise:.3g} "
+                     f"({_ci(form.b_noise_ci)})" if form.inside else "B_noise outside the data")
+            lines += [f"  {name}: {where}", f"    {form.verdict_text}"]
     return lines + _notes(a.lr_notes)
 
 
@@ -75,6 +93,13 @@ def _steps_section(a: StudyAnalysis) -> list[str]:
                       f"    E_min = {crit.e_min:.4g} examples ({_ci(crit.e_min_ci)})",
                       "    below B_crit doubling B nearly halves the steps; above it, it mostly "
                       "doubles the examples"]
+        z = a.zhang
+        if z is not None:
+            lines.append(f"  Zhang et al. 2024 (steps 20% above linear scaling from B={z.b_ref}): "
+                         + (f"B = {z.b_crit:.4g}" if z.b_crit is not None else
+                            f"not reached up to B={z.beyond}")
+                         + (f"; on the fitted curve 1.2 B_ref + 0.2 B_crit = {z.closed_form:.4g}"
+                            if z.closed_form is not None else ""))
     return lines + _notes(a.steps_notes)
 
 
@@ -106,6 +131,8 @@ def format_analysis(a: StudyAnalysis) -> str:
              f"{a.pruned_trials} pruned trials, {len(sizes)} batch "
              f"{plural(len(sizes), 'size', 'sizes')} with results"]
     lines += _notes(a.notes)
+    lines += ["", "Answers"] + [line for answer in answer_lines(a) for line in textwrap.wrap(
+        answer, NOTE_WIDTH, initial_indent="  - ", subsequent_indent="    ")]
     for section in (_best_lr_section, _steps_section, _noise_section):
         lines += ["", *section(a)]
     return "\n".join(lines)

@@ -18,6 +18,11 @@ def add_analyze(sub: Any) -> None:
     p.add_argument("--target-loss", type=float, metavar="LOSS",
                    help="validation loss for steps-to-target (default: stated in the output)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--lr-loss", default="final", metavar="WHICH",
+                   help="what ranks the lrs in the scaling fits: final (the trial's final val "
+                        "loss, default) or best-epoch (its lowest over the epochs)")
+    p.add_argument("--no-note", action="store_true",
+                   help="do not write the answers as the study's note in optuna-dashboard")
     p.set_defaults(func=cmd_analyze)
 
 
@@ -25,7 +30,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from bsopt.analysis import analyze, format_analysis
     from bsopt.storage import open_existing
 
-    result = analyze(open_existing(args.storage, args.study_name), target_loss=args.target_loss)
+    study = open_existing(args.storage, args.study_name)
+    result = analyze(study, target_loss=args.target_loss, lr_loss=args.lr_loss)
+    if not args.no_note:
+        from bsopt.visualization.note import write_answers_note
+
+        write_answers_note(study, result)
     print(json.dumps(result.to_dict(), indent=2) if args.json else format_analysis(result))
     return 0
 

@@ -110,6 +110,10 @@ def add_search(sub: Any) -> None:
                               f"(default {default('warmup_epochs')})")
     science.add_argument("--max-micro-batch", type=positive_int, metavar="M",
                          help="train larger batches as accumulated micro-batches of M")
+    science.add_argument("--lr-search-limit", type=float, metavar="FACTOR",
+                         help="--sampler scaling: how far past --lr the lr search may go when "
+                              "the best lr sits at an edge "
+                              f"(default {default('lr_search_limit')}: 100x either way)")
     science.add_argument("--noise-scale", action="store_true", default=None,
                          help="measure the gradient noise scale B_simple every epoch")
     science.add_argument("--objectives", help="loss (default) or loss,time: a two-objective "

@@ -177,6 +177,9 @@ def validate(config: StudyConfig, field_types: dict[str, Any]) -> None:
         )
     if not 0 <= config.seed < 2**32:  # numpy's generators (Optuna's samplers) take no more
         raise UsageError(f"seed must be between 0 and {2**32 - 1}, got {config.seed}")
+    if not config.lr_search_limit >= 1:
+        raise UsageError(f"--lr-search-limit is a factor of at least 1, got "
+                         f"{config.lr_search_limit}")
     if not 0 <= config.momentum < 1:
         raise UsageError(f"--momentum must be in [0, 1), got {config.momentum}")
     if not 0 <= config.warmup_epochs <= config.epochs:

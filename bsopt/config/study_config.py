@@ -45,6 +45,7 @@ class StudyConfig:
     batch_size_max: int = 256
     lr_min: float = 1e-4
     lr_max: float = 1.0
+    lr_search_limit: float = 100.0  # scaling sampler: how far past --lr the search may go
     grid_lr_points: int = 5  # learning rates per batch size in the grid sampler's grid
     optimizer: str = "adam"
     momentum: float = 0.9  # SGD only

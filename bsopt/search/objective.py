@@ -22,7 +22,7 @@ from bsopt.config import StudyConfig
 from bsopt.errors import UsageError
 from bsopt.search.progress import ProgressCallback
 from bsopt.search.reporting import TrialReporter
-from bsopt.search.space import suggest
+from bsopt.search.space import adam_scale, suggest
 from bsopt.search.worker import Interrupted
 from bsopt.storage.checkpoints import (
     CheckpointOwner,
@@ -109,13 +109,15 @@ class Objective:
         return TrainSettings(batch_size=batch_size, lr=lr, epochs=c.epochs, optimizer=c.optimizer,
                              momentum=c.momentum, warmup_epochs=c.warmup_epochs,
                              max_micro_batch=c.max_micro_batch, noise_scale=c.noise_scale,
-                             seed=c.seed)
+                             seed=c.seed, adam_scale=adam_scale(c, batch_size))
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         batch_size, lr = suggest(trial, self.config)
         settings = self.settings(batch_size, lr)
         trial.set_user_attr(records.LR, lr)
         trial.set_user_attr(records.MICRO_BATCH, settings.micro_batch)
+        for key, value in settings.optimizer_options.items():  # sqrt-adam's betas and eps
+            trial.set_user_attr(f"adam_{key}", list(value) if isinstance(value, tuple) else value)
         trial.set_user_attr(records.TORCH_THREADS, torch.get_num_threads())
         trial.set_user_attr(records.CHANCE_LOSS, math.log(self.data.num_classes))
         trainer = self._new_trainer(settings)

@@ -11,9 +11,11 @@ from typing import Any
 
 import optuna
 
-from bsopt.config import StudyConfig
+from bsopt.config import StudyConfig, powers_of_two
 from bsopt.errors import UsageError
 from bsopt.search.pruning import batch_asha, batch_median
+from bsopt.search.scaling_sampler import ScalingSampler
+from bsopt.search.space import lr_param_name
 
 SAMPLERS: dict[str, Callable[[StudyConfig], optuna.samplers.BaseSampler]] = {
     # The grid is the budget itself: bsopt enqueues every grid point as a trial with fixed
@@ -31,6 +33,11 @@ SAMPLERS: dict[str, Callable[[StudyConfig], optuna.samplers.BaseSampler]] = {
     "qmc": lambda c: optuna.samplers.QMCSampler(
         seed=c.seed, scramble=True, warn_independent_sampling=False, warn_asynchronous_seeding=False
     ),
+    # The batch-size science design (bsopt.search.scaling_sampler): per batch size a 1-D
+    # search on log lr, the budget spread over the batch sizes.
+    "scaling": lambda c: ScalingSampler(
+        powers_of_two(c.batch_size_min, c.batch_size_max), lr_param_name(c), c.lr_min,
+        c.lr_max, limit=c.lr_search_limit, seed=c.seed),
 }
 
 

@@ -1,9 +1,12 @@
 """The search space: batch sizes (powers of two), learning rates (log scale), and the grid.
 
 Parameters are named ``batch_size`` and ``lr`` in every study so every Optuna tool sees them.
-With a scaling rule (``lr_scaling`` linear or sqrt) the sampled parameter is ``base_lr``, the
-rate at the reference batch size, and the trial trains with ``lr = base_lr * (B / B0) ** k``;
-the effective ``lr`` is recorded on the trial (``bsopt.records.LR``).
+With a scaling rule (``lr_scaling`` linear, sqrt or sqrt-adam) the sampled parameter is
+``base_lr``, the rate at the reference batch size, and the trial trains with
+``lr = base_lr * (B / B0) ** k``; the effective ``lr`` is recorded on the trial
+(``bsopt.records.LR``). ``sqrt-adam`` is Malladi et al. 2022's square-root rule for Adam: the
+lr times sqrt(B/B0), and 1-beta1, 1-beta2 times B/B0, eps over sqrt(B/B0)
+(:mod:`bsopt.training.adam_scaling`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ import optuna
 from bsopt.config import StudyConfig, powers_of_two
 from bsopt.errors import UsageError
 
-SCALING_EXPONENTS = {"none": 0.0, "linear": 1.0, "sqrt": 0.5}
+# sqrt-adam: the lr part of Malladi et al. 2022's rule for Adam; the trainer scales Adam's
+# betas and eps too (bsopt.training.adam_scaling).
+SCALING_EXPONENTS = {"none": 0.0, "linear": 1.0, "sqrt": 0.5, "sqrt-adam": 0.5}
 
 
 def grid_lrs(low: float, high: float, points: int) -> list[float]:
@@ -42,6 +47,15 @@ def lr_param_name(config: StudyConfig) -> str:
     return "lr" if config.lr_scaling == "none" else "base_lr"
 
 
+def lr_bounds(config: StudyConfig) -> tuple[float, float]:
+    """The lr parameter's distribution bounds: ``--lr``, widened by ``--lr-search-limit`` for
+    the scaling sampler (whose search may step past the range when the best sits at an edge;
+    it starts inside the range)."""
+    if config.sampler == "scaling":
+        return config.lr_min / config.lr_search_limit, config.lr_max * config.lr_search_limit
+    return config.lr_min, config.lr_max
+
+
 def search_space(config: StudyConfig) -> dict[str, optuna.distributions.BaseDistribution]:
     """The Optuna distributions of the study's two parameters."""
     return {
@@ -49,7 +63,7 @@ def search_space(config: StudyConfig) -> dict[str, optuna.distributions.BaseDist
             powers_of_two(config.batch_size_min, config.batch_size_max)
         ),
         lr_param_name(config): optuna.distributions.FloatDistribution(
-            config.lr_min, config.lr_max, log=True
+            *lr_bounds(config), log=True
         ),
     }
 
@@ -74,6 +88,11 @@ def default_n_trials(config: StudyConfig) -> int:
     return len(grid_points(config)) if config.sampler == "grid" else 20
 
 
+def adam_scale(config: StudyConfig, batch_size: int) -> float | None:
+    """``k = B / B_ref`` under ``sqrt-adam`` (Adam's betas and eps follow it), else None."""
+    return batch_size / config.reference_batch if config.lr_scaling == "sqrt-adam" else None
+
+
 def effective_lr(config: StudyConfig, batch_size: int, sampled_lr: float) -> float:
     """The learning rate a trial trains with, after the scaling rule."""
     exponent = scaling_exponent(config)
@@ -85,5 +104,5 @@ def suggest(trial: optuna.Trial, config: StudyConfig) -> tuple[int, float]:
     space = search_space(config)
     name = lr_param_name(config)
     batch_size = int(trial.suggest_categorical("batch_size", space["batch_size"].choices))
-    sampled = trial.suggest_float(name, config.lr_min, config.lr_max, log=True)
+    sampled = trial.suggest_float(name, *lr_bounds(config), log=True)
     return batch_size, effective_lr(config, batch_size, sampled)

@@ -23,13 +23,14 @@ import math
 import random
 import time
 import uuid
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from bsopt.config import DEFINITION_FIELDS, StudyConfig, config_from_definition
+from bsopt.config import DEFINITION_FIELDS, OBJECTIVES, StudyConfig, config_from_definition
 from bsopt.errors import UsageError
 from bsopt.internals import study_id
 from bsopt.interrupts import sigterm_as_keyboard_interrupt
@@ -43,6 +44,11 @@ CREATION_STALL_SECONDS = 15.0  # a creator whose counter stands still this long 
 FOREIGN_WAIT_SECONDS = 5.0  # how long a study without any bsopt mark may be a creator's
 PROGRESS_EVERY_SECONDS = 0.5  # how often the creator moves its counter
 logger = logging.getLogger("bsopt.search.study")
+
+
+def metric_names(config: StudyConfig) -> list[str]:
+    """The objectives' names (``val_loss``, ``seconds``), in the order of :func:`directions`."""
+    return [OBJECTIVES[o] for o in config.objectives]
 
 
 def directions(config: StudyConfig) -> list[str]:
@@ -200,6 +206,9 @@ def open_study(plan: StudyPlan, storage: optuna.storages.BaseStorage) -> optuna.
         try:
             study.set_user_attr(CREATING_ATTR, 0)  # first: this study is bsopt's, being made
             study.set_user_attr(UID_ATTR, uuid.uuid4().hex)
+            with warnings.catch_warnings():  # experimental since Optuna 3.2, still there
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(metric_names(config))  # labels in optuna-dashboard
             _enqueue_budget(study, config, grid_points(config))
             # Written last: a joiner waits for it, so it never sees a half-made study.
             study.set_user_attr(CONFIG_ATTR, config.definition())

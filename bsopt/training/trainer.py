@@ -26,6 +26,7 @@ from bsopt import catalog
 from bsopt.errors import UsageError
 from bsopt.import_path import load_object
 from bsopt.internals import fused_optimizer_devices
+from bsopt.training.adam_scaling import sqrt_adam_options
 from bsopt.training.data import TrialData
 
 EVAL_BATCH = 2048
@@ -48,6 +49,12 @@ class TrainSettings:
     max_micro_batch: int | None = None  # accumulate gradients over micro-batches above this
     noise_scale: bool = False  # measure the gradient noise scale (bsopt.training.noise_scale)
     seed: int = 0
+    adam_scale: float | None = None  # sqrt-adam: B / B_ref, scales betas and eps (adam_scaling)
+
+    @property
+    def optimizer_options(self) -> dict[str, Any]:
+        """Options beyond lr and momentum: Malladi et al.'s betas and eps under sqrt-adam."""
+        return {} if self.adam_scale is None else sqrt_adam_options(self.adam_scale)
 
     @property
     def micro_batch(self) -> int:
@@ -162,7 +169,7 @@ class Trainer:
         self.memory_format = memory_format_for(self.device, data.input_shape)
         model.to(memory_format=self.memory_format)
         self.optimizer = make_optimizer(settings.optimizer, model.parameters(), settings.lr,
-                                        settings.momentum)
+                                        settings.momentum, **settings.optimizer_options)
         self.generator = torch.Generator(device="cpu").manual_seed(settings.seed)
         self.loss_fn = nn.CrossEntropyLoss(reduction="sum")
         self._params = [p for p in model.parameters() if p.requires_grad]
@@ -213,7 +220,14 @@ class Trainer:
             if measure:
                 self.noise[0].after_micro_batch(params, len(xm), loss_scale=len(xm) / size)
         if measure:
-            self.noise[1].update(*self.noise[0].end_step(params))
+            # A diverging step (a too-large lr) is a diverged trial, not a failed one: the
+            # estimator refuses non-finite norms, which would otherwise fail the trial.
+            if not math.isfinite(total):
+                raise Diverged(f"training loss is {total} at epoch {self.epoch + 1}")
+            try:
+                self.noise[1].update(*self.noise[0].end_step(params))
+            except ValueError as exc:
+                raise Diverged(f"{exc} at epoch {self.epoch + 1}") from None
         self.optimizer.step()
         self.steps += 1
         return total

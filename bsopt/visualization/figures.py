@@ -20,6 +20,11 @@ from bsopt.visualization.batch_figures import (
     learning_curves_figure,
     throughput_figure,
 )
+from bsopt.visualization.science_figures import (
+    best_curves_figure,
+    noise_scale_figure,
+    steps_to_target_figure,
+)
 from bsopt.visualization.surface_figures import loss_surface_3d_figure, loss_surface_figure
 
 FIGURES = {
@@ -29,6 +34,9 @@ FIGURES = {
     "best_lr_by_batch": best_lr_figure,
     "final_by_batch": final_by_batch_figure,
     "throughput": throughput_figure,
+    "steps_to_target": steps_to_target_figure,
+    "noise_scale": noise_scale_figure,
+    "best_lr_curves": best_curves_figure,
 }
 FIGURE_KEYS = tuple(FIGURES)  # stable: the dashboard's graph-object ids and the report use them
 

@@ -17,6 +17,7 @@ import optuna
 import plotly.graph_objects as go
 from optuna.trial import TrialState
 
+from bsopt.analysis import analyze_records, answer_lines
 from bsopt.config import OBJECTIVES
 from bsopt.errors import UsageError
 from bsopt.records import (
@@ -103,6 +104,13 @@ def _best_section(study: optuna.Study, n_best: int) -> str:
     return head + _html_table(header, rows)
 
 
+def _answers_section(study: optuna.Study) -> str:
+    """``bsopt analyze``'s answers, first: what a reader of the report came for."""
+    lines = answer_lines(analyze_records(study_records(study), study_name=study.study_name))
+    items = "".join(f"<li>{html.escape(line)}</li>\n" for line in lines)
+    return f'<h2 id="answers">Answers (bsopt analyze)</h2>\n<ul>\n{items}</ul>\n'
+
+
 def _figures_section(figures: dict[str, go.Figure]) -> str:
     parts = ['<h2 id="figures">Figures</h2>\n']
     for i, (key, figure) in enumerate(figures.items()):
@@ -122,6 +130,7 @@ def report_html(
         f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>bsopt report: {name}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
         f"<h1>bsopt report: {name}</h1>\n",
+        _answers_section(study),
         _definition_section(study),
         _trials_section(study),
         _best_section(study, n_best),

@@ -8,6 +8,7 @@ import pytest
 from bsopt.config import StudyConfig
 from bsopt.search.pruning import BatchSizePruner
 from bsopt.search.samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler
+from bsopt.search.scaling_sampler import ScalingSampler
 from bsopt.search.space import suggest
 
 EXPECTED_SAMPLERS = {
@@ -15,6 +16,7 @@ EXPECTED_SAMPLERS = {
     "grid": optuna.samplers.RandomSampler, "random": optuna.samplers.RandomSampler,
     "tpe": optuna.samplers.TPESampler, "gp": optuna.samplers.GPSampler,
     "cmaes": optuna.samplers.CmaEsSampler, "qmc": optuna.samplers.QMCSampler,
+    "scaling": ScalingSampler,
 }
 EXPECTED_PRUNERS = {
     "batch-asha": BatchSizePruner, "batch-median": BatchSizePruner,

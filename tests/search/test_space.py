@@ -60,3 +60,20 @@ def test_scaling_rules_give_the_effective_lr(rule: str, expected: float) -> None
     config = StudyConfig(lr_scaling=rule, reference_batch=64)
     assert effective_lr(config, 256, 0.01) == pytest.approx(expected)
     assert ("base_lr" in search_space(config)) == (rule != "none")
+
+
+def test_sqrt_adam_scales_the_lr_by_sqrt_k_and_gives_the_trainer_k() -> None:
+    from bsopt.search.space import adam_scale, effective_lr
+
+    config = StudyConfig(lr_scaling="sqrt-adam", reference_batch=32)
+    assert effective_lr(config, 128, 1e-3) == pytest.approx(2e-3)
+    assert adam_scale(config, 128) == 4.0
+    assert adam_scale(StudyConfig(lr_scaling="sqrt"), 128) is None
+
+
+def test_the_scaling_sampler_may_search_past_the_lr_range() -> None:
+    from bsopt.search.space import lr_bounds
+
+    config = StudyConfig(sampler="scaling", lr_min=1e-3, lr_max=1e-1, lr_search_limit=10.0)
+    assert lr_bounds(config) == pytest.approx((1e-4, 1.0))
+    assert lr_bounds(config.replace(sampler="tpe")) == (1e-3, 1e-1)

@@ -45,6 +45,15 @@ def test_the_definition_is_stored_for_plain_optuna_users(storage_url: str) -> No
     assert (definition["batch_size_min"], definition["batch_size_max"]) == (32, 64)
     assert (definition["lr_min"], definition["lr_max"]) == (1e-3, 1e-2)
     assert [t.state for t in study.trials] == [TrialState.WAITING] * 2  # the whole budget
+    assert study.metric_names == ["val_loss"]  # what optuna-dashboard labels the objective
+
+
+def test_a_two_objective_study_names_both_metrics(sqlite_url: str) -> None:
+    config, explicit = build_config(flags={"study_name": "two", "objectives": "loss,time",
+                                           "n_trials": 1, "sampler": "random"})
+    join_or_create(config, make_storage(sqlite_url), explicit)
+    study = optuna.load_study(study_name="two", storage=sqlite_url)
+    assert study.metric_names == ["val_loss", "seconds"]
 
 
 @pytest.mark.slow

@@ -97,3 +97,19 @@ def test_noise_scale_is_measured_per_epoch_without_changing_the_gradient(digits)
     for p, q in zip(plain.model.parameters(), measured.model.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
+
+
+def test_divergence_with_the_noise_scale_on_is_raised_as_divergence(digits) -> None:
+    t = trainer(digits, batch_size=64, optimizer="sgd", lr=1e6, momentum=0.0, noise_scale=True)
+    with pytest.raises(Diverged):
+        for _ in range(3):
+            t.run_epoch()
+
+
+def test_sqrt_adam_scales_betas_and_eps_in_the_optimizer(digits) -> None:
+    t = trainer(digits, batch_size=128, optimizer="adam", adam_scale=4.0)
+    group = t.optimizer.param_groups[0]
+    assert group["betas"] == pytest.approx((0.6, 0.996))
+    assert group["eps"] == pytest.approx(5e-9)
+    plain = trainer(digits, optimizer="adam").optimizer.param_groups[0]
+    assert plain["betas"] == (0.9, 0.999) and plain["eps"] == 1e-8

@@ -205,7 +205,8 @@ def test_run_dashboard_refreshes_and_serves(sqlite_url, served, port, capsys):
     out, err = capsys.readouterr()
     assert served == [(storage, {"host": "127.0.0.1", "port": port, "artifact_store": None})]
     assert f"http://127.0.0.1:{port}/dashboard/" in out and err == ""
-    assert len(get_plotly_graph_objects(storage.get_study_system_attrs(study._study_id))) == 6
+    attrs = storage.get_study_system_attrs(study._study_id)
+    assert len(get_plotly_graph_objects(attrs)) == len(FIGURE_KEYS)
 
 
 def test_run_dashboard_warns_when_reachable_from_the_network(sqlite_url, served, port, capsys):
