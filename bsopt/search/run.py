@@ -25,8 +25,9 @@ from bsopt.config import StudyConfig
 from bsopt.errors import DiskFull
 from bsopt.interrupts import stop_on_signals
 from bsopt.records import best_trials, state_counts
+from bsopt.search.budget import budget_left
 from bsopt.search.progress import Failure, ProgressCallback, TrialProgress, WorkerExit
-from bsopt.search.study import budget_left, load_study, open_study, plan_study
+from bsopt.search.study import load_study, open_study, plan_study
 from bsopt.search.worker import StorageFull, TooManyFailures, WorkerResult, run_worker
 from bsopt.storage import (
     holds_optuna_tables,

@@ -23,7 +23,8 @@ from optuna.storages import BaseStorage, GrpcStorageProxy
 from optuna.trial import FrozenTrial, TrialState
 
 from bsopt import records
-from bsopt.internals import FAILED_TRIAL, RETRY_HISTORY
+from bsopt.internals import FAILED_TRIAL, RETRY_HISTORY, storage_of, study_id
+from bsopt.storage.claims import trials_in_states
 from bsopt.storage.settings import HEARTBEAT_ENV, HEARTBEAT_SECONDS, env_seconds
 
 PROXY_BEAT_ATTR = "bsopt:beat"  # trial system attribute: a worker's beats through the proxy
@@ -43,8 +44,14 @@ def retry_failed_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     bookkeeping (``failed_trial``, ``retry_history`` system attributes, as
     ``RetryHeartbeatStaleTrialCallback`` writes them), but no intermediate values: the
     objective reports the checkpointed epochs again, and none if it starts over.
+
+    The check for a retry already made reads only the WAITING and RUNNING trials, never the
+    history: the two calls that race for one trial come within moments of each other, while
+    the first one's retry is still WAITING (or just claimed).
     """
-    for other in study.get_trials(deepcopy=False):
+    unfinished = trials_in_states(storage_of(study), study_id(study),
+                                  (TrialState.WAITING, TrialState.RUNNING))
+    for other in unfinished:
         history = other.system_attrs.get(RETRY_HISTORY) or [None]
         if history[-1] == trial.number:
             return
