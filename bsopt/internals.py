@@ -101,7 +101,12 @@ def trial_model() -> Any:
     return TrialModel
 
 
-def remember_claimed_trial(storage: Any, study_id: int, trial_id: int) -> None:
+def claimed_trial(trial: Any) -> Any:
+    """The ``FrozenTrial`` an ``optuna.Trial`` read when it was made (no query)."""
+    return trial._cached_frozen_trial
+
+
+def remember_claimed_trial(storage: Any, study_id: int, frozen: Any) -> None:
     """Tell Optuna's cache (``_CachedStorage``) of a trial claimed without reading the study.
 
     The cache learns of trials only by reading the whole study's unfinished ones, and its
@@ -109,7 +114,7 @@ def remember_claimed_trial(storage: Any, study_id: int, trial_id: int) -> None:
     """
     if not hasattr(storage, "_add_trials_to_cache"):
         return
-    frozen = storage._backend.get_trial(trial_id)
+    trial_id = frozen._trial_id
     with storage._lock:
         if study_id not in storage._studies:
             storage._studies[study_id] = _study_info()

@@ -76,7 +76,9 @@ def enqueue_slots(study: optuna.Study, config: StudyConfig, start: int, end: int
     assert config.n_trials is not None
     params = budget_params(config, points)
     for slot in range(start, end):
-        system_attrs: dict[str, Any] = {"fixed_params": params(slot), SLOT_ATTR: slot}
+        system_attrs: dict[str, Any] = {SLOT_ATTR: slot}
+        if fixed := params(slot):  # none for the other samplers: one write less per trial
+            system_attrs["fixed_params"] = fixed
         if slot == end - 1 and end < config.n_trials:
             system_attrs[REFILL_ATTR] = [end, min(end + chunk_size(), config.n_trials)]
         study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING,

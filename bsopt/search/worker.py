@@ -13,6 +13,7 @@ here instead of waiting for the next ``bsopt search``.
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -27,11 +28,17 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bsopt import records
 from bsopt.errors import DiskFull, UsageError
-from bsopt.internals import remember_claimed_trial, storage_of, study_id, trial_id
+from bsopt.internals import (
+    claimed_trial,
+    remember_claimed_trial,
+    storage_of,
+    study_id,
+    trial_id,
+)
 from bsopt.search.budget import is_refilling, refill
 from bsopt.search.progress import Kind, ProgressCallback, TrialProgress
 from bsopt.storage import call_with_retry, heartbeat, heartbeat_interval, retry_failed_trial
-from bsopt.storage.claims import Cursor, trials_in_states, waiting_trial_ids
+from bsopt.storage.claims import Cursor, running_count, trials_in_states, waiting_trial_ids
 from bsopt.storage.failures import disk_full
 
 MAX_FAILURES_IN_A_ROW = 3
@@ -92,9 +99,11 @@ def claim_trial(study: optuna.Study, cursor: Cursor | None = None) -> optuna.Tri
                             what="record_heartbeat")
         try:
             if storage.set_trial_state_values(tid, state=TrialState.RUNNING):
-                remember_claimed_trial(storage, study_id(study), tid)
-                refill(study, storage.get_trial_system_attrs(tid))
-                return optuna.Trial(study, tid)
+                trial = optuna.Trial(study, tid)
+                frozen = claimed_trial(trial)
+                remember_claimed_trial(storage, study_id(study), frozen)
+                refill(study, frozen.system_attrs)
+                return trial
         except UpdateFinishedTrialError:
             continue  # another worker took it and finished it already
     return None
@@ -128,7 +137,7 @@ def _not_alone(study: optuna.Study, trial: optuna.Trial, first_claim: bool) -> b
     first claim above trial 0 means that the trials below it were claimed before.
     """
     return ((first_claim and trial.number > 0)
-            or any(t.number != trial.number for t in _running(study)))
+            or running_count(storage_of(study), study_id(study)) > 1)
 
 
 def _finish(study: optuna.Study, trial: optuna.Trial, values: Any, state: TrialState,
@@ -178,16 +187,19 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
     stop = stop or threading.Event()
     failures_in_a_row, reseeded, claimed = 0, False, 0
     storage = storage_of(study)
-    cursor = Cursor()
+    cursor, checked = Cursor(), -math.inf
     poll = min(heartbeat_interval(storage) or MAX_IDLE_POLL_SECONDS, MAX_IDLE_POLL_SECONDS)
     while not stop.is_set():
         if timeout is not None and time.monotonic() - started >= timeout:
             break
-        with warnings.catch_warnings():  # "fail_stale_trials is experimental"
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
+        if time.monotonic() - checked >= poll:  # a trial goes stale in seconds, not sooner
+            with warnings.catch_warnings():  # "fail_stale_trials is experimental"
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+            checked = time.monotonic()
         trial = claim_trial(study, cursor)
         if trial is None:
+            checked = -math.inf  # look for stale trials before concluding
             if not running_elsewhere(study):
                 break
             # A stale one among them is failed and re-enqueued next round; the next chunk
@@ -204,7 +216,7 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
         trial_started = time.monotonic()
         state, values, error = TrialState.COMPLETE, None, None
         try:
-            with heartbeat(storage, trial_id(trial)):
+            with heartbeat(storage, trial_id(trial), beaten=True):  # beaten by the claim
                 try:
                     trial.set_user_attr(records.WORKER, worker_name)
                     values = objective(trial)

@@ -76,3 +76,19 @@ def trials_in_states(storage: BaseStorage, study_id: int,
     rdb = rdb_backend(storage)
     source = storage if rdb is None else rdb
     return source.get_all_trials(study_id, deepcopy=False, states=tuple(states))
+
+
+def running_count(storage: BaseStorage, study_id: int) -> int:
+    """How many trials of the study are RUNNING: one ``COUNT`` on a database."""
+    rdb = rdb_backend(storage)
+    if rdb is None:
+        return len(storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)))
+    trials = trial_model()
+    statement = (sqlalchemy.select(sqlalchemy.func.count()).select_from(trials)
+                 .where(trials.study_id == study_id, trials.state == TrialState.RUNNING))
+
+    def query() -> int:
+        with rdb.engine.connect() as connection:
+            return int(connection.execute(statement).scalar_one())
+
+    return call_with_retry(query, what="running trials", url=rdb.url)

@@ -87,8 +87,11 @@ def heartbeat_interval(storage: BaseStorage) -> float | None:
 
 
 @contextmanager
-def heartbeat(storage: BaseStorage, trial_id: int) -> Iterator[None]:
+def heartbeat(storage: BaseStorage, trial_id: int, *, beaten: bool = False) -> Iterator[None]:
     """Record the trial's heartbeat in the background while the block runs.
+
+    ``beaten``: an Optuna heartbeat was just recorded (a claim records one before it takes
+    the trial), so the first is due one interval from now.
 
     Optuna's heartbeats do not pass through the gRPC proxy: behind it, the worker counts
     up the trial's system attribute ``bsopt:beat`` instead, which ``bsopt storage-proxy``
@@ -109,8 +112,12 @@ def heartbeat(storage: BaseStorage, trial_id: int) -> Iterator[None]:
         return
     done = threading.Event()
 
+    skip_first = beaten and heartbeat_interval(storage) is not None
+
     def beat() -> None:
         count = 0
+        if skip_first and done.wait(interval):
+            return
         while True:
             count += 1
             try:
