@@ -13,9 +13,11 @@ each token is claimed by exactly one worker, and the token is created last, so i
 is only enqueued once the chunk before it is whole. A token holder that dies goes stale;
 its retry (which copies the system attributes, the token included) is claimed by another
 worker, which finds how far the dead one got (the slots present) and enqueues the rest.
-The one case left is a token holder cut off for longer than the grace period that then
-comes back in the middle of its refill: both it and its retry's claimer may enqueue
-slots (Optuna's own retries share that window).
+The holder beats its trial's heartbeat while it refills, and every 16 slots checks that
+its trial is still RUNNING (not failed as stale), stopping if not. The one case left is a
+holder cut off for longer than the grace period that comes back in the middle of those 16
+slots: both it and its retry's claimer may enqueue a few (Optuna's retries share that
+window).
 
 The study user attribute ``bsopt_enqueued`` counts the slots enqueued so far, written by
 the token holder after its chunk; a study made before chunks has none (everything was
@@ -33,7 +35,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from bsopt.config import StudyConfig, config_from_definition
-from bsopt.internals import FAILED_TRIAL, storage_of, study_id
+from bsopt.internals import FAILED_TRIAL, storage_of, study_id, trial_id
 from bsopt.records import CONFIG_ATTR
 from bsopt.search.space import grid_points
 from bsopt.storage.claims import trials_in_states
@@ -43,6 +45,7 @@ SLOT_ATTR = "bsopt:slot"  # trial system attribute: the budget slot the trial fi
 REFILL_ATTR = "bsopt:refill"  # trial system attribute: [start, end] of the chunk to enqueue
 CHUNK_ENV = "BSOPT_ENQUEUE_CHUNK"
 CHUNK_TRIALS = 128
+HELD_CHECK_EVERY = 16  # slots between a refilling token holder's checks that it holds it
 
 
 def chunk_size() -> int:
@@ -71,11 +74,19 @@ def budget_params(config: StudyConfig, points: list[dict[str, Any]] | None = Non
 
 def enqueue_slots(study: optuna.Study, config: StudyConfig, start: int, end: int, *,
                   points: list[dict[str, Any]] | None = None,
-                  each: Callable[[], None] | None = None) -> None:
-    """Enqueue the budget slots ``start``..``end - 1``; the last carries the next token."""
+                  each: Callable[[], None] | None = None,
+                  still_held: Callable[[], bool] | None = None) -> None:
+    """Enqueue the budget slots ``start``..``end - 1``; the last carries the next token.
+
+    ``still_held`` is asked every ``HELD_CHECK_EVERY`` slots: a token holder whose trial
+    was failed as stale meanwhile stops there, and leaves the rest to its retry's claimer.
+    """
     assert config.n_trials is not None
     params = budget_params(config, points)
     for slot in range(start, end):
+        if (still_held is not None and (slot - start) % HELD_CHECK_EVERY == 0
+                and slot > start and not still_held()):
+            return
         system_attrs: dict[str, Any] = {SLOT_ATTR: slot}
         if fixed := params(slot):  # none for the other samplers: one write less per trial
             system_attrs["fixed_params"] = fixed
@@ -102,8 +113,13 @@ def enqueue_first_chunk(study: optuna.Study, config: StudyConfig,
     enqueue_slots(study, config, 0, min(chunk_size(), config.n_trials), each=each)
 
 
-def refill(study: optuna.Study, trial_system_attrs: dict[str, Any]) -> None:
-    """Enqueue the next chunk if the trial just claimed carries the refill token."""
+def refill(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Enqueue the next chunk if the trial just claimed carries the refill token.
+
+    The caller beats the trial's heartbeat meanwhile: a refill can take longer than the
+    grace period on a loaded database.
+    """
+    trial_system_attrs = trial.system_attrs
     span = trial_system_attrs.get(REFILL_ATTR)
     if span is None:
         return
@@ -117,7 +133,12 @@ def refill(study: optuna.Study, trial_system_attrs: dict[str, Any]) -> None:
         # Read once per dead token holder, not per claim.
         present = [t.system_attrs.get(SLOT_ATTR, -1) for t in study.get_trials(deepcopy=False)]
         start = max([start, *(s + 1 for s in present if start <= s < end)])
-    enqueue_slots(study, config_from_definition(definition), start, end)
+    storage = storage_of(study)
+
+    def still_held() -> bool:
+        return storage.get_trial(trial_id(trial)).state == TrialState.RUNNING
+
+    enqueue_slots(study, config_from_definition(definition), start, end, still_held=still_held)
 
 
 def is_refilling(trial: FrozenTrial) -> bool:

@@ -102,7 +102,9 @@ def claim_trial(study: optuna.Study, cursor: Cursor | None = None) -> optuna.Tri
                 trial = optuna.Trial(study, tid)
                 frozen = claimed_trial(trial)
                 remember_claimed_trial(storage, study_id(study), frozen)
-                refill(study, frozen.system_attrs)
+                if is_refilling(frozen):
+                    with heartbeat(storage, tid, beaten=True):  # the refill may take a while
+                        refill(study, frozen)
                 return trial
         except UpdateFinishedTrialError:
             continue  # another worker took it and finished it already
