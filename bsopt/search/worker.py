@@ -175,9 +175,11 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
                timeout: float | None = None, stop: threading.Event | None = None,
                worker_name: str = "worker",
                on_trial_end: ProgressCallback | None = None,
-               after_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None
-               ) -> WorkerResult:
+               after_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+               trial_attrs: dict[str, Any] | None = None) -> WorkerResult:
     """Run queued trials of ``study`` until none is left or running, ``timeout`` or ``stop``.
+
+    ``trial_attrs`` are set on every trial this worker runs (its device, its precision).
 
     Raises:
         TooManyFailures: ``MAX_FAILURES_IN_A_ROW`` trials in a row raised an exception.
@@ -221,6 +223,8 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
             with heartbeat(storage, trial_id(trial), beaten=True):  # beaten by the claim
                 try:
                     trial.set_user_attr(records.WORKER, worker_name)
+                    for key, value in (trial_attrs or {}).items():
+                        trial.set_user_attr(key, value)
                     values = objective(trial)
                 except optuna.TrialPruned:
                     state = TrialState.PRUNED
