@@ -80,3 +80,49 @@ def fused_optimizer_devices() -> list[str]:
     from torch.optim.optimizer import _get_fused_kernels_supported_devices
 
     return list(_get_fused_kernels_supported_devices())
+
+
+def rdb_backend(storage: Any) -> Any:
+    """The ``RDBStorage`` behind a study's storage (Optuna's cache in front of it), or None.
+
+    bsopt reads the few trials it needs (WAITING, RUNNING) from the database itself: the
+    cache re-reads every unfinished trial on each ``get_all_trials``.
+    """
+    from optuna.storages import RDBStorage
+
+    backend = getattr(storage, "_backend", storage)  # optuna.storages._CachedStorage
+    return backend if isinstance(backend, RDBStorage) else None
+
+
+def trial_model() -> Any:
+    """Optuna's ORM class of the ``trials`` table (``trial_id``, ``study_id``, ``state``)."""
+    from optuna.storages._rdb.models import TrialModel
+
+    return TrialModel
+
+
+def claimed_trial(trial: Any) -> Any:
+    """The ``FrozenTrial`` an ``optuna.Trial`` read when it was made (no query)."""
+    return trial._cached_frozen_trial
+
+
+def remember_claimed_trial(storage: Any, study_id: int, frozen: Any) -> None:
+    """Tell Optuna's cache (``_CachedStorage``) of a trial claimed without reading the study.
+
+    The cache learns of trials only by reading the whole study's unfinished ones, and its
+    ``set_trial_param`` needs the trial known; bsopt claims from a few rows it read itself.
+    """
+    if not hasattr(storage, "_add_trials_to_cache"):
+        return
+    trial_id = frozen._trial_id
+    with storage._lock:
+        if study_id not in storage._studies:
+            storage._studies[study_id] = _study_info()
+        storage._add_trials_to_cache(study_id, [frozen])
+        storage._studies[study_id].unfinished_trial_ids.add(trial_id)
+
+
+def _study_info() -> Any:
+    from optuna.storages._cached_storage import _StudyInfo
+
+    return _StudyInfo()

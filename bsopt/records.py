@@ -51,6 +51,8 @@ PRUNED_REASON = "pruned_reason"
 FAIL_REASON = "fail_reason"
 RESUMED_FROM_EPOCH = "resumed_from_epoch"
 WORKER = "worker"
+DEVICE = "device"  # where the trial trained: cpu, cuda:0, ...
+PRECISION = "precision"  # fp32, bf16 or fp16
 SERIES = "series"  # number of the first trial of a retry series (retries inherit it)
 CHECKPOINT = "checkpoint"  # {"artifact_id": str, "epoch": int} of the latest checkpoint
 WEIGHTS = "weights"  # artifact id of a complete trial's final weights (the best K are kept)
@@ -59,7 +61,8 @@ CHANCE_LOSS = "chance_loss"  # the loss of guessing on the trial's data: ln(clas
 # The trial's own attributes, one value each: never a metric's name (a script's "lr" curve
 # must not overwrite the effective learning rate).
 SCALARS = (LR, MICRO_BATCH, TRAIN_SECONDS, PEAK_MEMORY_MB, PRUNED_REASON, FAIL_REASON,
-           RESUMED_FROM_EPOCH, WORKER, SERIES, CHECKPOINT, WEIGHTS, TORCH_THREADS, CHANCE_LOSS)
+           RESUMED_FROM_EPOCH, WORKER, DEVICE, PRECISION, SERIES, CHECKPOINT, WEIGHTS,
+           TORCH_THREADS, CHANCE_LOSS)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from benchmarks import (  # noqa: E402
     concurrency,
     data_paths,
     grid_table,
+    scale,
     search_efficiency,
     throughput,
 )
@@ -124,3 +125,38 @@ def test_command_overhead_splits_the_script_start_from_bsopt_s_part():
     assert finite(result["script_start"]) and result["script_start"] > 0
     assert finite(result["script_start_cpu"]) and result["script_start_cpu"] > 0
     assert "the digits script's own start" in command_overhead.format_report(result)
+
+
+def test_scale_quick_measures_both_and_keeps_the_budget():
+    result = scale.main(["--quick"])
+    assert {(r["mode"], r["size"]) for r in result["sizes"]} == {
+        (m, s) for m in ("bsopt", "optuna") for s in (20, 80)}
+    for row in result["sizes"]:
+        assert row["trials"] == row["size"]  # exactly the budget, for bsopt and Optuna
+        assert all(finite(row[k]) and row[k] > 0 for k in ("first_ms", "last_ms", "mean_ms"))
+    bsopt = [r for r in result["workers"] if r["mode"] == "bsopt"]
+    assert {r["workers"] for r in bsopt} == {1, 2}
+    for row in bsopt:
+        assert (row["errors"], row["lost"], row["duplicates"], row["extra"]) == (0, 0, 0, 0)
+    assert set(result["targets"]) == {"growth", "vs_optuna_20", "vs_optuna_80"}
+    assert "ms/trial first 50" in scale.format_report(result)
+
+
+@pytest.mark.slow  # minutes: real searches, a profile and a kill -9, on the CPU
+def test_gpu_check_script_runs_every_check_on_the_cpu(tmp_path):
+    import os
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
+    run = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=1200,
+                         env={**os.environ, "BSOPT_GPU_CHECK_DEVICE": "cpu",
+                              "PYTHON": sys.executable, "TMPDIR": str(tmp_path)})
+    assert run.returncode == 0, run.stdout + run.stderr
+    checks = [line.split()[1] for line in run.stdout.splitlines()
+              if line.startswith(("PASS", "FAIL"))]
+    assert checks == ["search-1-device", "search-2-workers", "precision-bf16",
+                      "precision-fp16", "profile", "resume-after-kill-9"]
+    assert all(line.startswith("PASS") for line in run.stdout.splitlines()
+               if line.split()[:1] in (["PASS"], ["FAIL"]))
+    assert "batch 16:" in run.stdout and "samples/s" in run.stdout
+    assert "ALL PASS on cpu" in run.stdout

@@ -12,7 +12,9 @@ from bsopt.config.checks import (
     DATA_MODES,
     MAX_N_TRIALS,
     OBJECTIVES,
+    PRECISIONS,
     check_study_name,
+    gpu_ids,
     max_workers,
     powers_of_two,
     usable_cores,
@@ -22,7 +24,8 @@ from bsopt.config.study_config import ALL_FIELDS, DEFINITION_FIELDS, FIELD_TYPES
 
 __all__ = [
     "ALL_FIELDS", "DATA_MODES", "DEFINITION_FIELDS", "FIELD_TYPES", "MAX_N_TRIALS", "OBJECTIVES",
-    "StudyConfig",
-    "build_config", "check_study_name", "config_from_definition", "max_workers", "parse_range",
+    "PRECISIONS", "StudyConfig",
+    "build_config", "check_study_name", "config_from_definition", "gpu_ids", "max_workers",
+    "parse_range",
     "powers_of_two", "read_toml", "usable_cores",
 ]

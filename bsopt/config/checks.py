@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 OBJECTIVES = {"loss": "val_loss", "time": "seconds"}
 # how a trial holds its data: in memory where they fit (auto), or always one way
 DATA_MODES = ("auto", "memory", "stream")
+PRECISIONS = ("fp32", "bf16", "fp16")
 MAX_N_TRIALS = 1_000_000  # a budget beyond any real study: a typo, and WAITING rows for each
 MAX_STUDY_NAME_LENGTH = 512  # Optuna's studies.study_name column is String(512)
 WORKERS_PER_CORE = 4  # training is compute-bound: more workers than this only share the cores
@@ -99,6 +100,19 @@ def check_study_name(name: str) -> str:
         raise UsageError(f"the study name holds the control character {bad[0]!r}: "
                          "give a name on one line of printable characters")
     return name
+
+
+def gpu_ids(text: str) -> list[int]:
+    """``--gpus 0,1,3`` as GPU indices: distinct, non-negative.
+
+    Raises:
+        UsageError: anything else.
+    """
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isdigit() for p in parts) or len(set(parts)) != len(parts):
+        raise UsageError(f"--gpus takes distinct GPU indices separated by commas, e.g. 0,1,2,3; "
+                         f"got {shown(text)}")
+    return [int(p) for p in parts]
 
 
 def usable_cores() -> int:
@@ -191,6 +205,11 @@ def validate(config: StudyConfig, field_types: dict[str, Any]) -> None:
     if config.data_mode not in DATA_MODES:
         raise UsageError(f"--data-mode must be {', '.join(DATA_MODES[:-1])} or "
                          f"{DATA_MODES[-1]}, got {shown(config.data_mode)}")
+    if config.precision not in PRECISIONS:
+        raise UsageError(f"--precision must be {', '.join(PRECISIONS[:-1])} or "
+                         f"{PRECISIONS[-1]}, got {shown(config.precision)}")
+    if config.gpus is not None:
+        gpu_ids(config.gpus)
     if config.loader_workers < 0:
         raise UsageError(f"loader-workers must be 0 or more, got {config.loader_workers}")
     if config.train is not None and config.command is not None:

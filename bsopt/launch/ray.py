@@ -30,7 +30,7 @@ from bsopt.errors import UsageError
 from bsopt.interrupts import sigterm_as_keyboard_interrupt
 from bsopt.launch.workers import WorkerSpec, plan_workers
 from bsopt.records import state_counts
-from bsopt.search.study import budget_left
+from bsopt.search.budget import budget_left
 from bsopt.storage import mask_url, open_existing
 
 # The worker process: dies (SIGTERM, so it gives its trial back) with the Ray worker

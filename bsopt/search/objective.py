@@ -109,7 +109,8 @@ class Objective:
         return TrainSettings(batch_size=batch_size, lr=lr, epochs=c.epochs, optimizer=c.optimizer,
                              momentum=c.momentum, warmup_epochs=c.warmup_epochs,
                              max_micro_batch=c.max_micro_batch, noise_scale=c.noise_scale,
-                             seed=c.seed, adam_scale=adam_scale(c, batch_size))
+                             seed=c.seed, adam_scale=adam_scale(c, batch_size),
+                             precision=c.precision)
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         batch_size, lr = suggest(trial, self.config)

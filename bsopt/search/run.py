@@ -21,12 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from bsopt import records
 from bsopt.config import StudyConfig
 from bsopt.errors import DiskFull
 from bsopt.interrupts import stop_on_signals
 from bsopt.records import best_trials, state_counts
+from bsopt.search.budget import budget_left
 from bsopt.search.progress import Failure, ProgressCallback, TrialProgress, WorkerExit
-from bsopt.search.study import budget_left, load_study, open_study, plan_study
+from bsopt.search.study import load_study, open_study, plan_study
 from bsopt.search.worker import StorageFull, TooManyFailures, WorkerResult, run_worker
 from bsopt.storage import (
     holds_optuna_tables,
@@ -71,19 +73,26 @@ def _load_data(config: StudyConfig) -> TrialData:
                         workers=config.workers)
 
 
-def _check_training(config: StudyConfig,
-                    model_factory: ModelFactory | None) -> TrialData | None:
+def _check_training(config: StudyConfig, model_factory: ModelFactory | None, *,
+                    devices_here: bool = True) -> TrialData | None:
     """Load what trials will train on and check it, before the study is written.
+
+    ``devices_here`` False: the workers train elsewhere (``bsopt launch``): their GPUs and
+    precision are theirs to check.
 
     Returns:
         The data bsopt's trainer trains on; None when the user's function or command trains.
 
     Raises:
-        UsageError: an unknown or missing dataset, model, optimizer, device or function.
+        UsageError: an unknown or missing dataset, model, optimizer, device or function;
+            GPUs that cannot be shared out; fp16 without CUDA.
     """
     from bsopt.training import resolve_device
+    from bsopt.training.device import config_devices
 
     resolve_device(config.device)
+    if devices_here:
+        config_devices(config)
     if config.command is not None:
         from bsopt.search.command import check_command
 
@@ -133,7 +142,13 @@ def _run_one_worker(config: StudyConfig, *, stop: Any, progress: ProgressCallbac
     if study is None:
         study = load_study(make_storage(config.storage, stale_trial_callback=retry_failed_trial),
                            config)
+    from bsopt.training import resolve_device
+
     store = make_artifact_store(resolve_url(config.storage), config.artifact_dir)
+    # Where each trial trained and in which precision, on the trial (``--gpus`` gives each
+    # worker process its own device).
+    trial_attrs = {records.DEVICE: str(resolve_device(config.device)),
+                   records.PRECISION: config.precision}
     objective = _make_objective(config, stop=stop, progress=progress,
                                 model_factory=model_factory, data=data, artifact_store=store)
 
@@ -141,7 +156,8 @@ def _run_one_worker(config: StudyConfig, *, stop: Any, progress: ProgressCallbac
         follow_best(study, store, trial, config.keep_best)
 
     return run_worker(study, objective, timeout=config.timeout, stop=stop,
-                      worker_name=worker_name, on_trial_end=progress, after_trial=after_trial)
+                      worker_name=worker_name, on_trial_end=progress, after_trial=after_trial,
+                      trial_attrs=trial_attrs)
 
 
 def _child_worker(config: StudyConfig, stop: Any, events: Any, index: int,
@@ -173,6 +189,12 @@ def _child_worker(config: StudyConfig, stop: Any, events: Any, index: int,
             raise
 
 
+def _devices(config: StudyConfig) -> list[str]:
+    from bsopt.training.device import config_devices
+
+    return config_devices(config)
+
+
 def worker_name(index: int) -> str:
     """``w<index>@<host>:<pid>``: which worker ran a trial, across machines."""
     return f"w{index}@{os.uname().nodename}:{os.getpid()}"
@@ -186,7 +208,11 @@ def _run_worker_processes(config: StudyConfig, stop: Any,
     context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools
     events = context.Queue()
     threads = threads_per_worker(config.workers)
-    processes = [context.Process(target=_child_worker, args=(config, stop, events, i, threads),
+    devices = _devices(config)
+    processes = [context.Process(target=_child_worker,
+                                 args=(config.replace(device=devices[i], gpus=None,
+                                                      trials_per_gpu=1), stop, events, i,
+                                       threads),
                                  name=f"bsopt-worker-{i}")
                  for i in range(config.workers)]
     # Started with Ctrl-C ignored (inherited through exec), so that one arriving before a
@@ -268,7 +294,8 @@ def search(config: StudyConfig, explicit: dict[str, Any] | None = None, *,
     if config.workers == 1:
         stop: Any = threading.Event()
         with stop_on_signals(stop):
-            result = _run_one_worker(config, stop=stop, progress=progress,
+            result = _run_one_worker(config.replace(device=_devices(config)[0], gpus=None,
+                                                    trials_per_gpu=1), stop=stop, progress=progress,
                                      model_factory=model_factory,
                                      worker_name=worker_name(0), study=study, data=data)
         exits = [WorkerExit(0, interrupted=result.interrupted_trial is not None)]
@@ -315,6 +342,7 @@ def prepare_study(config: StudyConfig,
               if holds_optuna_tables(config.storage) else None)
     plan = plan_study(config, reader, explicit)
     # This machine's devices are not the workers': check the training on its CPU.
-    _check_training(plan.config.replace(device="cpu", gpus=None, trials_per_gpu=1), None)
+    _check_training(plan.config.replace(device="cpu", gpus=None, trials_per_gpu=1), None,
+                    devices_here=False)
     return (open_study(plan, make_storage(config.storage, stale_trial_callback=retry_failed_trial)),
             plan.config)

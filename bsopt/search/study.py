@@ -1,15 +1,16 @@
 """Create, join and resume a study; its definition and budget live in the study itself.
 
-A new study enqueues its whole budget as WAITING trials: one per grid point for the grid
-sampler, otherwise empty ones that the sampler fills in when a worker claims them. Claiming a
-WAITING trial is atomic in every Optuna storage, so N workers on a budget of T finish exactly
-T trials between them, and every grid point is evaluated once. A failed trial is re-enqueued
+A new study enqueues the first chunk of its budget as WAITING trials: one per grid point for
+the grid sampler, otherwise empty ones that the sampler fills in when a worker claims them;
+the workers enqueue the next chunks as they go (``bsopt.search.budget``). Claiming a WAITING
+trial is atomic in every Optuna storage, so N workers on a budget of T finish exactly T trials
+between them, and every grid point is evaluated once. A failed trial is re-enqueued
 (``bsopt.search.worker``), so failures do not use the budget.
 
 Creating a study is all or nothing. The creator writes a unique id and a progress counter
 (``bsopt_creating``) first, then the budget, and the definition (``StudyConfig.definition()``
 as the study user attribute ``bsopt_config``) last: a joiner waits for the definition and
-never sees a half-made study. Ctrl-C or SIGTERM while the budget is enqueued deletes the
+never sees a half-made study. Ctrl-C or SIGTERM while the first chunk is enqueued deletes the
 half-made study; a creator that died (kill -9) stops counting, and the next command to open
 the study deletes what it left and creates it afresh.
 """
@@ -20,7 +21,6 @@ import contextlib
 import dataclasses
 import logging
 import math
-import random
 import time
 import uuid
 import warnings
@@ -35,6 +35,7 @@ from bsopt.errors import UsageError
 from bsopt.internals import study_id
 from bsopt.interrupts import sigterm_as_keyboard_interrupt
 from bsopt.records import CONFIG_ATTR, UID_ATTR
+from bsopt.search.budget import chunk_size, enqueue_slots
 from bsopt.search.samplers import make_pruner, make_sampler
 from bsopt.search.space import default_n_trials, grid_points, search_space
 
@@ -235,22 +236,16 @@ def join_or_create(config: StudyConfig, storage: optuna.storages.BaseStorage,
 
 def _enqueue_budget(study: optuna.Study, config: StudyConfig,
                     points: list[dict[str, Any]]) -> None:
-    """Enqueue the budget, moving the creation counter so joiners know the creator lives."""
-    assert config.n_trials is not None
-    if config.sampler == "grid":
-        # A random order (seeded): a run stopped early still covers the whole grid roughly.
-        chosen = random.Random(config.seed).sample(points, config.n_trials)
-    else:
-        chosen = [{} for _ in range(config.n_trials)]
+    """Enqueue the first chunk, moving the creation counter so joiners know the creator lives."""
     counter, moved = 0, -math.inf
-    for params in chosen:
+
+    def each() -> None:
+        nonlocal counter, moved
         if time.monotonic() - moved >= PROGRESS_EVERY_SECONDS:
             counter += 1
             study.set_user_attr(CREATING_ATTR, counter)
             moved = time.monotonic()
-        study.enqueue_trial(params, skip_if_exists=False)
 
-
-def budget_left(study: optuna.Study) -> int:
-    """Trials still to run: the WAITING ones (failed ones are re-enqueued)."""
-    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    each()
+    assert config.n_trials is not None
+    enqueue_slots(study, config, 0, min(chunk_size(), config.n_trials), points=points, each=each)

@@ -3,15 +3,18 @@
 Optuna's ``Study.optimize`` creates a new trial whenever the queue is empty; with several
 workers racing for the last queued trials that overshoots the budget. So a worker claims a
 WAITING trial itself (the WAITING -> RUNNING transition is atomic in every storage, as in
-``Study.ask``), runs the objective, and tells the result. It records heartbeats while a
-trial runs and fails the stale trials of dead workers first; :func:`retry_failed_trial`
-re-enqueues those, and the retry resumes from the dead trial's last checkpoint. A worker
-with nothing left to claim waits while other workers' trials run, so that if one of them
-dies its trial is retried here instead of waiting for the next ``bsopt search``.
+``Study.ask``; it reads a few WAITING trials from its cursor, never the whole study), runs
+the objective, and tells the result. It records heartbeats while a trial runs and fails the
+stale trials of dead workers first; :func:`retry_failed_trial` re-enqueues those, and the
+retry resumes from the dead trial's last checkpoint. A worker with nothing left to claim
+waits while other workers' trials run, so that if one of them dies its trial is retried
+here instead of waiting for the next ``bsopt search``.
 """
 
 from __future__ import annotations
 
+import math
+import random
 import threading
 import time
 import warnings
@@ -25,13 +28,22 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bsopt import records
 from bsopt.errors import DiskFull, UsageError
-from bsopt.internals import storage_of, study_id, trial_id
+from bsopt.internals import (
+    claimed_trial,
+    remember_claimed_trial,
+    storage_of,
+    study_id,
+    trial_id,
+)
+from bsopt.search.budget import is_refilling, refill
 from bsopt.search.progress import Kind, ProgressCallback, TrialProgress
 from bsopt.storage import call_with_retry, heartbeat, heartbeat_interval, retry_failed_trial
+from bsopt.storage.claims import Cursor, running_count, trials_in_states, waiting_trial_ids
 from bsopt.storage.failures import disk_full
 
 MAX_FAILURES_IN_A_ROW = 3
 MAX_IDLE_POLL_SECONDS = 1.0
+REFILL_POLL_SECONDS = 0.05  # while another worker enqueues the next chunk of the budget
 
 
 class Interrupted(Exception):
@@ -65,47 +77,69 @@ class WorkerResult:
     taken_over: int = 0  # trials failed as stale by another worker while this one ran them
 
 
-def claim_trial(study: optuna.Study) -> optuna.Trial | None:
+def claim_trial(study: optuna.Study, cursor: Cursor | None = None) -> optuna.Trial | None:
     """Atomically take one WAITING trial of ``study`` and return it RUNNING; None if none.
 
     This is ``Study.ask`` without its fallback of creating a new trial, and like it works on
     the study's own storage object (Optuna wraps an RDB storage in a cache that must see
-    the state change). A heartbeat is recorded before the claim, so that a worker dying
-    right after claiming still leaves a trial that goes stale and is retried.
+    the state change). It reads only the first few WAITING trials from the worker's
+    ``cursor`` (``bsopt.storage.claims``), tries the lowest first and the others in a random
+    order (so that many workers racing for the same trials spread out). A heartbeat is
+    recorded before the claim, so that a worker dying right after claiming still leaves a
+    trial that goes stale and is retried. A claimed refill token enqueues the next chunk
+    of the budget (``bsopt.search.budget``) before the trial is returned.
     """
     storage = storage_of(study)
     beats = heartbeat_interval(storage) is not None
-    waiting = storage.get_all_trials(study_id(study), deepcopy=False, states=(TrialState.WAITING,))
-    for candidate in waiting:
-        tid = trial_id(candidate)
+    candidates = waiting_trial_ids(storage, study_id(study), cursor or Cursor())
+    candidates[1:] = random.sample(candidates[1:], max(0, len(candidates) - 1))
+    for tid in candidates:
         if beats:
             call_with_retry(lambda: storage.record_heartbeat(tid),  # type: ignore
                             what="record_heartbeat")
         try:
             if storage.set_trial_state_values(tid, state=TrialState.RUNNING):
-                return optuna.Trial(study, tid)
+                trial = optuna.Trial(study, tid)
+                frozen = claimed_trial(trial)
+                remember_claimed_trial(storage, study_id(study), frozen)
+                if is_refilling(frozen):
+                    with heartbeat(storage, tid, beaten=True):  # the refill may take a while
+                        refill(study, frozen)
+                return trial
         except UpdateFinishedTrialError:
             continue  # another worker took it and finished it already
     return None
 
 
+def _running(study: optuna.Study) -> list[FrozenTrial]:
+    return trials_in_states(storage_of(study), study_id(study), (TrialState.RUNNING,))
+
+
 def running_elsewhere(study: optuna.Study) -> int:
     """Trials that bsopt workers are running now (0 when the storage has no heartbeats).
 
-    Behind the gRPC proxy the worker cannot tell whether anything fails stale trials (only
+    A trial whose worker is still enqueueing the next chunk of the budget counts too. Behind
+    the gRPC proxy the worker cannot tell whether anything fails stale trials (only
     ``bsopt storage-proxy`` does), so it does not wait for them there.
     """
     if heartbeat_interval(storage_of(study)) is None:
         return 0
-    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    return sum(records.WORKER in t.user_attrs for t in running)
+    return sum(records.WORKER in t.user_attrs or is_refilling(t) for t in _running(study))
+
+
+def _refilling(study: optuna.Study) -> bool:
+    """Whether a worker is enqueueing the next chunk now (its trial not yet started)."""
+    return any(is_refilling(t) and records.WORKER not in t.user_attrs for t in _running(study))
 
 
 def _not_alone(study: optuna.Study, trial: optuna.Trial, first_claim: bool) -> bool:
-    """Whether other workers run this study now, or (at this worker's start) ran it before."""
-    return any(t.number != trial.number and (t.state == TrialState.RUNNING
-                                             or (first_claim and t.state != TrialState.WAITING))
-               for t in study.get_trials(deepcopy=False))
+    """Whether other workers run this study now, or (at this worker's start) ran it before.
+
+    Reads the RUNNING trials only: a worker claims the lowest WAITING trial first, so a
+    first claim above trial 0 means that the trials below it were claimed before.
+    """
+    return ((first_claim and trial.number > 0)
+            or running_count(storage_of(study), study_id(study)) > 1)
 
 
 def _finish(study: optuna.Study, trial: optuna.Trial, values: Any, state: TrialState,
@@ -141,9 +175,11 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
                timeout: float | None = None, stop: threading.Event | None = None,
                worker_name: str = "worker",
                on_trial_end: ProgressCallback | None = None,
-               after_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None
-               ) -> WorkerResult:
+               after_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+               trial_attrs: dict[str, Any] | None = None) -> WorkerResult:
     """Run queued trials of ``study`` until none is left or running, ``timeout`` or ``stop``.
+
+    ``trial_attrs`` are set on every trial this worker runs (its device, its precision).
 
     Raises:
         TooManyFailures: ``MAX_FAILURES_IN_A_ROW`` trials in a row raised an exception.
@@ -155,18 +191,24 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
     stop = stop or threading.Event()
     failures_in_a_row, reseeded, claimed = 0, False, 0
     storage = storage_of(study)
+    cursor, checked = Cursor(), -math.inf
     poll = min(heartbeat_interval(storage) or MAX_IDLE_POLL_SECONDS, MAX_IDLE_POLL_SECONDS)
     while not stop.is_set():
         if timeout is not None and time.monotonic() - started >= timeout:
             break
-        with warnings.catch_warnings():  # "fail_stale_trials is experimental"
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
-        trial = claim_trial(study)
+        if time.monotonic() - checked >= poll:  # a trial goes stale in seconds, not sooner
+            with warnings.catch_warnings():  # "fail_stale_trials is experimental"
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+            checked = time.monotonic()
+        trial = claim_trial(study, cursor)
         if trial is None:
+            checked = -math.inf  # look for stale trials before concluding
             if not running_elsewhere(study):
                 break
-            stop.wait(poll)  # a stale one among them is failed and re-enqueued next round
+            # A stale one among them is failed and re-enqueued next round; the next chunk
+            # of the budget, being enqueued now, comes sooner.
+            stop.wait(REFILL_POLL_SECONDS if _refilling(study) else poll)
             continue
         if not reseeded and _not_alone(study, trial, first_claim=not claimed):
             # Every worker, and every run, builds its sampler from the study's seed: left
@@ -178,9 +220,11 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
         trial_started = time.monotonic()
         state, values, error = TrialState.COMPLETE, None, None
         try:
-            with heartbeat(storage, trial_id(trial)):
+            with heartbeat(storage, trial_id(trial), beaten=True):  # beaten by the claim
                 try:
                     trial.set_user_attr(records.WORKER, worker_name)
+                    for key, value in (trial_attrs or {}).items():
+                        trial.set_user_attr(key, value)
                     values = objective(trial)
                 except optuna.TrialPruned:
                     state = TrialState.PRUNED

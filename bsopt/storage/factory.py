@@ -76,8 +76,11 @@ def engine_kwargs(url: str) -> dict[str, Any]:
     if url.startswith("postgresql"):
         return {
             "pool_pre_ping": True,  # a server restart leaves dead pooled connections
-            "pool_size": 2,  # the worker's thread and its heartbeat thread
-            "max_overflow": 4,
+            # One connection kept per process, so that 64 workers fit PostgreSQL's default
+            # 100 connections; the heartbeat thread's, while the worker's is busy, is an
+            # overflow one, opened and closed.
+            "pool_size": 1,
+            "max_overflow": 5,
             "pool_recycle": 1800,
             "connect_args": {"connect_timeout": 10},
         }
@@ -156,11 +159,18 @@ def holds_optuna_tables(url: str | None) -> bool:
     if url.startswith("sqlite") and not _sqlite_path(url, create=True).exists():
         return False
     engine = sqlalchemy.create_engine(url, **engine_kwargs(url))
+    deadline = time.monotonic() + SERVER_FULL_SECONDS
     try:
-        with engine.connect() as connection:
-            tables = set(sqlalchemy.inspect(connection).get_table_names())
-    except sqlalchemy.exc.SQLAlchemyError as exc:
-        raise _open_error(exc, url, given) from None
+        while True:
+            try:
+                with engine.connect() as connection:
+                    tables = set(sqlalchemy.inspect(connection).get_table_names())
+                break
+            except sqlalchemy.exc.SQLAlchemyError as exc:
+                if _server_full(exc) and time.monotonic() < deadline:
+                    time.sleep(random.uniform(0.5, 2.0))  # many workers starting at once
+                    continue
+                raise _open_error(exc, url, given) from None
     finally:
         engine.dispose()
     return OPTUNA_TABLES <= tables
@@ -227,6 +237,18 @@ def make_storage(
 
 
 _CREATION_RACE = ("already exists", "alembic_version", "database is locked")
+_SERVER_FULL = "too many clients"  # PostgreSQL at max_connections: others will hang up
+SERVER_FULL_SECONDS = 120.0
+
+
+def _server_full(exc: BaseException | None) -> bool:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if _SERVER_FULL in str(exc) or getattr(exc, "sqlstate", None) == "53300":
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _create_rdb_storage(url: str, heartbeat_kwargs: dict[str, Any], *,
@@ -234,18 +256,26 @@ def _create_rdb_storage(url: str, heartbeat_kwargs: dict[str, Any], *,
     # Workers started together on a new database all create Optuna's tables and stamp its
     # schema version at once; the losers of that race fail on a duplicate table, type or
     # version row (or a locked SQLite file), and find the winner's work when they try again.
-    for attempt in range(5):
+    # Many workers starting at once can also find the server at its connection limit for a
+    # moment: they wait for a free connection, not fail (a server that is down still fails
+    # at once).
+    deadline = time.monotonic() + SERVER_FULL_SECONDS
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             with warnings.catch_warnings():  # "heartbeat_interval is experimental"
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return ResilientRDBStorage(url, engine_kwargs=engine_kwargs(url),
                                            skip_table_creation=not create, **heartbeat_kwargs)
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
-                sqlalchemy.exc.OperationalError) as exc:
-            if attempt == 4 or not any(sign in str(exc) for sign in _CREATION_RACE):
+                sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError) as exc:
+            if _server_full(exc) and time.monotonic() < deadline:
+                time.sleep(random.uniform(0.5, 2.0))
+                continue
+            if attempt >= 5 or not any(sign in str(exc) for sign in _CREATION_RACE):
                 raise
             time.sleep(random.uniform(0.1, 0.5))
-    raise AssertionError("unreachable")
 
 
 def _grpc_storage(url: str) -> optuna.storages.BaseStorage:

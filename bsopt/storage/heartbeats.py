@@ -23,7 +23,8 @@ from optuna.storages import BaseStorage, GrpcStorageProxy
 from optuna.trial import FrozenTrial, TrialState
 
 from bsopt import records
-from bsopt.internals import FAILED_TRIAL, RETRY_HISTORY
+from bsopt.internals import FAILED_TRIAL, RETRY_HISTORY, storage_of, study_id
+from bsopt.storage.claims import trials_in_states
 from bsopt.storage.settings import HEARTBEAT_ENV, HEARTBEAT_SECONDS, env_seconds
 
 PROXY_BEAT_ATTR = "bsopt:beat"  # trial system attribute: a worker's beats through the proxy
@@ -43,8 +44,14 @@ def retry_failed_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     bookkeeping (``failed_trial``, ``retry_history`` system attributes, as
     ``RetryHeartbeatStaleTrialCallback`` writes them), but no intermediate values: the
     objective reports the checkpointed epochs again, and none if it starts over.
+
+    The check for a retry already made reads only the WAITING and RUNNING trials, never the
+    history: the two calls that race for one trial come within moments of each other, while
+    the first one's retry is still WAITING (or just claimed).
     """
-    for other in study.get_trials(deepcopy=False):
+    unfinished = trials_in_states(storage_of(study), study_id(study),
+                                  (TrialState.WAITING, TrialState.RUNNING))
+    for other in unfinished:
         history = other.system_attrs.get(RETRY_HISTORY) or [None]
         if history[-1] == trial.number:
             return
@@ -80,8 +87,11 @@ def heartbeat_interval(storage: BaseStorage) -> float | None:
 
 
 @contextmanager
-def heartbeat(storage: BaseStorage, trial_id: int) -> Iterator[None]:
+def heartbeat(storage: BaseStorage, trial_id: int, *, beaten: bool = False) -> Iterator[None]:
     """Record the trial's heartbeat in the background while the block runs.
+
+    ``beaten``: an Optuna heartbeat was just recorded (a claim records one before it takes
+    the trial), so the first is due one interval from now.
 
     Optuna's heartbeats do not pass through the gRPC proxy: behind it, the worker counts
     up the trial's system attribute ``bsopt:beat`` instead, which ``bsopt storage-proxy``
@@ -102,8 +112,12 @@ def heartbeat(storage: BaseStorage, trial_id: int) -> Iterator[None]:
         return
     done = threading.Event()
 
+    skip_first = beaten and heartbeat_interval(storage) is not None
+
     def beat() -> None:
         count = 0
+        if skip_first and done.wait(interval):
+            return
         while True:
             count += 1
             try:

@@ -132,7 +132,10 @@ class ResilientRDBStorage(RDBStorage):
             history = (template_trial.system_attrs.get(RETRY_HISTORY) if template_trial
                        else None)
             if attempts > 1 and history:
-                for trial in RDBStorage.get_all_trials(self, study_id, deepcopy=False):
+                # Only the unfinished ones: the retry just made is still WAITING (or RUNNING).
+                for trial in RDBStorage.get_all_trials(
+                        self, study_id, deepcopy=False,
+                        states=(TrialState.WAITING, TrialState.RUNNING)):
                     if trial.system_attrs.get(RETRY_HISTORY) == history:
                         return trial
             return RDBStorage._create_new_trial(self, study_id, template_trial)

@@ -50,6 +50,7 @@ class TrainSettings:
     noise_scale: bool = False  # measure the gradient noise scale (bsopt.training.noise_scale)
     seed: int = 0
     adam_scale: float | None = None  # sqrt-adam: B / B_ref, scales betas and eps (adam_scaling)
+    precision: str = "fp32"  # or bf16 / fp16: forward passes under torch.autocast
 
     @property
     def optimizer_options(self) -> dict[str, Any]:
@@ -157,8 +158,37 @@ def evaluate(model: nn.Module, data: TrialData, split: str = "val", *,
     return loss / n, correct / n
 
 
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """Refuse a precision the device cannot train in.
+
+    fp16 autocast without a gradient scaler underflows small gradients, and PyTorch's
+    scaler and fast fp16 kernels are CUDA's: on the CPU, bf16 is the mixed precision.
+
+    Raises:
+        UsageError: fp16 on a device other than CUDA.
+    """
+    if precision == "fp16" and device.type != "cuda":
+        raise UsageError(f"--precision fp16 needs a CUDA device (this trial trains on "
+                         f"{device.type}): use bf16 or fp32 on the CPU")
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """``torch.autocast`` for bf16/fp16 on ``device``; nothing for fp32."""
+    if precision not in AUTOCAST_DTYPES:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[precision])
+
+
 class Trainer:
-    """Trains ``model`` on ``data`` (in memory or streamed) with ``settings``, an epoch a call."""
+    """Trains ``model`` on ``data`` (in memory or streamed) with ``settings``, an epoch a call.
+
+    With ``precision`` bf16 or fp16 the forward passes run under ``torch.autocast`` (weights
+    and optimizer state stay fp32); fp16 (CUDA only) scales the loss with
+    ``torch.amp.GradScaler``, which skips a step whose gradients overflowed.
+    """
 
     def __init__(self, model: nn.Module, data: TrialData, settings: TrainSettings) -> None:
         torch.manual_seed(settings.seed)  # dropout; common random numbers across trials
@@ -172,6 +202,9 @@ class Trainer:
                                         settings.momentum, **settings.optimizer_options)
         self.generator = torch.Generator(device="cpu").manual_seed(settings.seed)
         self.loss_fn = nn.CrossEntropyLoss(reduction="sum")
+        check_precision(settings.precision, self.device)
+        self.scaler = (torch.amp.GradScaler(self.device.type)
+                       if settings.precision == "fp16" else None)
         self._params = [p for p in model.parameters() if p.requires_grad]
         self.steps = 0
         self.history = History()
@@ -214,8 +247,9 @@ class Trainer:
             xm, ym = x[start:start + micro], y[start:start + micro]
             # Summed loss over the whole batch's size: the accumulated gradient equals the
             # gradient of the full batch's mean loss.
-            loss = self.loss_fn(self.model(xm), ym) / size
-            loss.backward()
+            with autocast(self.settings.precision, self.device):
+                loss = self.loss_fn(self.model(xm).float(), ym) / size
+            (loss if self.scaler is None else self.scaler.scale(loss)).backward()
             total += loss.item() * size
             if measure:
                 self.noise[0].after_micro_batch(params, len(xm), loss_scale=len(xm) / size)
@@ -228,7 +262,11 @@ class Trainer:
                 self.noise[1].update(*self.noise[0].end_step(params))
             except ValueError as exc:
                 raise Diverged(f"{exc} at epoch {self.epoch + 1}") from None
-        self.optimizer.step()
+        if self.scaler is None:
+            self.optimizer.step()
+        else:
+            self.scaler.step(self.optimizer)  # unscales first; skipped if gradients overflowed
+            self.scaler.update()
         self.steps += 1
         return total
 
@@ -282,6 +320,7 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "steps": self.steps,
             "history": [asdict(e) for e in self.history.epochs],
+            **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -292,4 +331,6 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         self.steps = int(state["steps"])
         self.history = History([EpochResult(**e) for e in state["history"]])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
 

@@ -100,8 +100,10 @@ TINY = ["--study-name", "big", "--sampler", "random", "--dataset", "digits",
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
 def test_a_creation_stopped_half_way_leaves_no_study_and_blocks_no_name(
         sqlite_url: str, bsopt_process: Any, stop: signal.Signals) -> None:
-    # Enqueueing 3000 trials takes seconds: stop it while the budget is half written.
-    run = bsopt_process("search", "--storage", sqlite_url, *TINY, "--n-trials", "3000")
+    # Enqueueing 3000 trials takes seconds: stop it while the budget is half written (a
+    # first chunk as large as the budget: by default a new study enqueues 128 at once).
+    run = bsopt_process("search", "--storage", sqlite_url, *TINY, "--n-trials", "3000",
+                        env={"BSOPT_ENQUEUE_CHUNK": "3000"})
     storage = make_storage(sqlite_url, heartbeat=False)
 
     def some_trials_enqueued() -> bool:
