@@ -208,6 +208,10 @@ def validate(config: StudyConfig, field_types: dict[str, Any]) -> None:
     if config.precision not in PRECISIONS:
         raise UsageError(f"--precision must be {', '.join(PRECISIONS[:-1])} or "
                          f"{PRECISIONS[-1]}, got {shown(config.precision)}")
+    if config.precision == "fp16" and config.noise_scale:
+        # fp16's loss scaler leaves overflowed gradients for it to skip, which the noise
+        # scale estimator would read as a diverged step.
+        raise UsageError("--noise-scale measures fp32 or bf16 gradients: use --precision bf16")
     if config.gpus is not None:
         gpu_ids(config.gpus)
     if config.loader_workers < 0:

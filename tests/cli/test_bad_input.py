@@ -232,6 +232,8 @@ CASES = [
               id="toml-precision"),
     search("--precision", "fp16", "--device", "cpu", message="--precision fp16 needs a CUDA",
            id="fp16-on-cpu"),
+    search("--precision", "fp16", "--noise-scale", message="use --precision bf16",
+           id="fp16-noise-scale"),
     search("--gpus", "0,1", "--device", "cpu", message="place workers on CUDA devices",
            id="gpus-on-cpu"),
     search("--gpus", "0,x", message="--gpus takes distinct GPU indices", id="gpus-malformed"),
