@@ -204,7 +204,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, help="also write the result as JSON here")
     args = parser.parse_args(argv)
     quick = args.quick
-    sizes = _ints(args.sizes or ("20,80" if quick else ",".join(map(str, SIZES))))
+    sizes = _ints(args.sizes if args.sizes is not None
+                  else "20,80" if quick else ",".join(map(str, SIZES)))
     pg = _ints(args.pg_workers if args.pg_workers is not None
                else "" if quick else ",".join(map(str, PG_WORKERS)))
     lite = _ints(args.sqlite_workers if args.sqlite_workers is not None
