@@ -96,13 +96,18 @@ def enqueue_slots(study: optuna.Study, config: StudyConfig, start: int, end: int
                                                   system_attrs=system_attrs))
         if each is not None:
             each()
-    if end > start:
-        _count_enqueued(study, end)
+    # Counted also when nothing was left to add: a holder killed after its last slot and
+    # before this line leaves the count to its retry.
+    _count_enqueued(study, end)
 
 
 def _count_enqueued(study: optuna.Study, end: int) -> None:
     storage = storage_of(study)
-    if storage.get_study_user_attrs(study_id(study)).get(ENQUEUED_ATTR, 0) < end:
+    # The count only grows. Two holders of successive chunks may write close together; the
+    # later chunk's holder reads back and writes again if an older count landed after its own.
+    for _ in range(3):
+        if storage.get_study_user_attrs(study_id(study)).get(ENQUEUED_ATTR, 0) >= end:
+            return
         storage.set_study_user_attr(study_id(study), ENQUEUED_ATTR, end)
 
 

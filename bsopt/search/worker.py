@@ -43,6 +43,7 @@ from bsopt.storage.failures import disk_full
 
 MAX_FAILURES_IN_A_ROW = 3
 MAX_IDLE_POLL_SECONDS = 1.0
+CLAIM_ROUNDS = 8  # rounds of candidates a claim tries before it says none is WAITING
 REFILL_POLL_SECONDS = 0.05  # while another worker enqueues the next chunk of the budget
 
 
@@ -91,23 +92,30 @@ def claim_trial(study: optuna.Study, cursor: Cursor | None = None) -> optuna.Tri
     """
     storage = storage_of(study)
     beats = heartbeat_interval(storage) is not None
-    candidates = waiting_trial_ids(storage, study_id(study), cursor or Cursor())
-    candidates[1:] = random.sample(candidates[1:], max(0, len(candidates) - 1))
-    for tid in candidates:
-        if beats:
-            call_with_retry(lambda: storage.record_heartbeat(tid),  # type: ignore
-                            what="record_heartbeat")
-        try:
-            if storage.set_trial_state_values(tid, state=TrialState.RUNNING):
-                trial = optuna.Trial(study, tid)
-                frozen = claimed_trial(trial)
-                remember_claimed_trial(storage, study_id(study), frozen)
-                if is_refilling(frozen):
-                    with heartbeat(storage, tid, beaten=True):  # the refill may take a while
-                        refill(study, frozen)
-                return trial
-        except UpdateFinishedTrialError:
-            continue  # another worker took it and finished it already
+    cursor = cursor or Cursor()
+    # Workers started together race for the same few candidates: a worker that lost them
+    # all looks again past them (they are no longer WAITING) rather than idling or, seeing
+    # no trial RUNNING yet, leaving while the budget waits. Bounded, for a stale reader.
+    for _ in range(CLAIM_ROUNDS):
+        candidates = waiting_trial_ids(storage, study_id(study), cursor)
+        if not candidates:
+            return None
+        candidates[1:] = random.sample(candidates[1:], len(candidates) - 1)
+        for tid in candidates:
+            if beats:
+                call_with_retry(lambda: storage.record_heartbeat(tid),  # type: ignore
+                                what="record_heartbeat")
+            try:
+                if storage.set_trial_state_values(tid, state=TrialState.RUNNING):
+                    trial = optuna.Trial(study, tid)
+                    frozen = claimed_trial(trial)
+                    remember_claimed_trial(storage, study_id(study), frozen)
+                    if is_refilling(frozen):
+                        with heartbeat(storage, tid, beaten=True):  # the refill may take long
+                            refill(study, frozen)
+                    return trial
+            except UpdateFinishedTrialError:
+                continue  # another worker took it and finished it already
     return None
 
 
