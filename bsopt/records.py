@@ -28,6 +28,8 @@ UID_ATTR = "bsopt_uid"
 # Scores on the test split by `bsopt evaluate`: {"<trial number>": {"test_loss": ..., ...}}. On
 # the study, since Optuna lets no one change a finished trial.
 TEST_SCORES_ATTR = "bsopt_test_scores"
+# Trial system attribute: the budget slot (0..n_trials-1) a trial fills; its retries keep it.
+SLOT_ATTR = "bsopt:slot"
 TEST_LOSS, TEST_ACCURACY, TEST_EXAMPLES = "test_loss", "test_accuracy", "test_examples"
 
 # Trial user attributes: per-epoch lists ...

@@ -28,12 +28,17 @@ QUICK_FLAGS = [part for key, value in QUICK.items()
                for part in (f"--{key.replace('_', '-')}", str(value))]
 TIMEOUT = 300  # seconds: only against a hang, never an assertion about speed
 FAST_HEARTBEATS = {"BSOPT_HEARTBEAT_SECONDS": "1", "BSOPT_GRACE_SECONDS": "2"}
-# Trials of several short epochs: long enough to stop in the middle, quick to finish. One
+# Trials of several short epochs: long enough to stop in the middle (about 1.5 s after the
+# first epoch, so a loaded machine still lands a kill there), quick to finish. One
 # (batch size, lr) point, so a test knows exactly how each trial trains.
-EPOCHS = 8
-LONG_TRIALS = ["--sampler", "random", "--pruner", "none", "--dataset", "digits",
-               "--max-train-samples", "300", "--epochs", str(EPOCHS), "--batch-size", "16:16",
-               "--lr", "1e-3:1e-3"]
+EPOCHS, TRAIN_SAMPLES = 16, 1000
+ONE_POINT = ["--sampler", "random", "--pruner", "none", "--dataset", "digits",
+             "--max-train-samples", str(TRAIN_SAMPLES), "--batch-size", "16:16",
+             "--lr", "1e-3:1e-3"]
+LONG_TRIALS = [*ONE_POINT, "--epochs", str(EPOCHS)]
+# Trials that are stopped and never finished: a scheduler's stop (Ray's cancel, scancel)
+# takes a second or more to reach the worker, and must still find it in the middle.
+STOPPABLE_TRIALS = [*ONE_POINT, "--epochs", "400"]
 StartBsopt = Callable[..., subprocess.Popen]
 
 

@@ -34,7 +34,9 @@ def zhang_critical(batch_sizes: Sequence[int], steps: Sequence[float], *,
                    mccandlish_b_crit: float | None = None,
                    excess: float = EXCESS) -> ZhangCritical | None:
     """The Zhang et al. critical batch size of measured steps to target; None below 2 sizes."""
-    rows = sorted(zip(batch_sizes, steps, strict=True))
+    # A size that reached the target before its first step (or never) has no ratio to give.
+    rows = sorted((b, s) for b, s in zip(batch_sizes, steps, strict=True)
+                  if b > 0 and math.isfinite(s) and s > 0)
     if len(rows) < 2:
         return None
     b_ref, s_ref = rows[0]

@@ -36,12 +36,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bsopt.config import StudyConfig, config_from_definition
 from bsopt.internals import FAILED_TRIAL, storage_of, study_id, trial_id
-from bsopt.records import CONFIG_ATTR
+from bsopt.records import CONFIG_ATTR, SLOT_ATTR
 from bsopt.search.space import grid_points
 from bsopt.storage.claims import trials_in_states
 
 ENQUEUED_ATTR = "bsopt_enqueued"  # study user attribute: budget slots enqueued so far
-SLOT_ATTR = "bsopt:slot"  # trial system attribute: the budget slot the trial fills
 REFILL_ATTR = "bsopt:refill"  # trial system attribute: [start, end] of the chunk to enqueue
 CHUNK_ENV = "BSOPT_ENQUEUE_CHUNK"
 CHUNK_TRIALS = 128

@@ -18,6 +18,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from bsopt.internals import RDB_PRIVATE_CALLS, RETRY_HISTORY
+from bsopt.records import SLOT_ATTR
 from bsopt.storage.failures import is_connection_error, permanent_error
 from bsopt.storage.settings import RETRY_ENV, RETRY_SECONDS, env_seconds
 
@@ -96,8 +97,10 @@ class ResilientRDBStorage(RDBStorage):
       RUNNING) finding the trial RUNNING answers False: another worker may hold it. If
       it was ours after all, the heartbeat the worker records before claiming makes it
       stale, so it is failed and retried rather than stuck.
-    - trial creation: a retry of a failed trial (``retry_history`` in its system
-      attributes) already present in the study is not added again.
+    - trial creation: a trial with the same budget slot and retry history (system
+      attributes) as the one being created, already in the study, was added by the first
+      attempt and is not added again. Without this, a slot re-added would run twice, and a
+      refill token re-added would enqueue its chunk twice.
 
     Heartbeats are not repeated: the heartbeat thread simply beats again next interval.
     Every call, heartbeats included, raises what waiting cannot heal (a full disk, a damaged
@@ -126,17 +129,18 @@ class ResilientRDBStorage(RDBStorage):
                           template_trial: FrozenTrial | None = None) -> FrozenTrial:
         attempts = 0
 
+        attrs = template_trial.system_attrs if template_trial is not None else {}
+        # What identifies the trial being made: its slot and its place in a retry series.
+        identity = {key: attrs.get(key) for key in (SLOT_ATTR, RETRY_HISTORY)}
+
         def attempt() -> FrozenTrial:
             nonlocal attempts
             attempts += 1
-            history = (template_trial.system_attrs.get(RETRY_HISTORY) if template_trial
-                       else None)
-            if attempts > 1 and history:
-                # Only the unfinished ones: the retry just made is still WAITING (or RUNNING).
-                for trial in RDBStorage.get_all_trials(
-                        self, study_id, deepcopy=False,
-                        states=(TrialState.WAITING, TrialState.RUNNING)):
-                    if trial.system_attrs.get(RETRY_HISTORY) == history:
+            if attempts > 1 and any(value is not None for value in identity.values()):
+                # Every state: a quick trial may have been claimed and run meanwhile. A
+                # whole-study read, but only after a lost connection.
+                for trial in RDBStorage.get_all_trials(self, study_id, deepcopy=False):
+                    if all(trial.system_attrs.get(k) == v for k, v in identity.items()):
                         return trial
             return RDBStorage._create_new_trial(self, study_id, template_trial)
 

@@ -130,3 +130,11 @@ def test_zhang_takes_the_last_crossing_past_a_noisy_small_batch() -> None:
     z = zhang_critical(sizes, steps)
     t = (1.2 - 1.1) / (2.0 - 1.1)
     assert z is not None and z.b_crit == pytest.approx(128 * 2 ** t)
+
+
+def test_zhang_skips_sizes_with_no_steps_to_measure() -> None:
+    # The smallest size reached the target before its first step: 16 has no ratio, 32 is
+    # the reference (no division by zero), and a size that never got there is left out too.
+    z = zhang_critical([16, 32, 64, 128], [0.0, 1000, 500, float("nan")])
+    assert z is not None and z.b_ref == 32 and z.beyond == 64
+    assert zhang_critical([16, 32], [0.0, 1000]) is None

@@ -17,6 +17,7 @@ from bsopt import records
 from tests.helpers import (
     FAST_HEARTBEATS,
     LONG_TRIALS,
+    STOPPABLE_TRIALS,
     Reader,
     StartBsopt,
     finish,
@@ -83,7 +84,7 @@ def bsopt_workers(cluster: RayCluster) -> list[int]:
 def test_ctrl_c_on_the_driver_gives_the_trials_back_and_leaves_no_worker(
         ray_nodes: RayCluster, postgres_url: str, bsopt_process: StartBsopt) -> None:
     launch = bsopt_process("launch", "ray", "--storage", postgres_url, "--study-name", "stop",
-                           "--workers", "2", "--", "--n-trials", "2", *LONG_TRIALS,
+                           "--workers", "2", "--", "--n-trials", "2", *STOPPABLE_TRIALS,
                            env={**FAST_HEARTBEATS, "RAY_ADDRESS": ray_nodes.address})
     reader = Reader(postgres_url, "stop")
     wait_for(reader.running_with_checkpoint, "a trial past its first epoch")
@@ -113,7 +114,7 @@ def test_a_worker_whose_parent_dies_gives_its_trial_back(
         "child = start_worker_process(sys.argv[1:], {'BSOPT_STORAGE': %r}, %r)\n"
         "print(child.pid, flush=True)\n"
         "child.wait()\n") % (sqlite_url, str(tmp_path)),
-        "search", "--study-name", "orphan", "--n-trials", "1", *LONG_TRIALS],
+        "search", "--study-name", "orphan", "--n-trials", "1", *STOPPABLE_TRIALS],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     child = int(parent.stdout.readline())
     reader = Reader(sqlite_url, "orphan")

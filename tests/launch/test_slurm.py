@@ -15,8 +15,8 @@ from bsopt import records
 from bsopt.cli import build_parser, main
 from bsopt.storage import sqlalchemy_url
 from tests.helpers import (
-    LONG_TRIALS,
     QUICK_FLAGS,
+    STOPPABLE_TRIALS,
     TIMEOUT,
     Reader,
     StartBsopt,
@@ -127,7 +127,7 @@ def test_a_cancelled_task_gives_its_trial_back_with_its_checkpoint(
     # scancel, like the time limit, sends the task SIGTERM (then SIGKILL after KillWait):
     # the worker stops at its next step and re-enqueues its trial, checkpoint and all.
     launch = bsopt_process("launch", "slurm", "--storage", postgres_url, "--study-name",
-                           "cancel", "--array", "1", "--", "--n-trials", "1", *LONG_TRIALS,
+                           "cancel", "--array", "1", "--", "--n-trials", "1", *STOPPABLE_TRIALS,
                            env={"SLURM_CONF": slurm.env["SLURM_CONF"]})
     out, _ = finish(launch)
     job = re.search(r"^submitted Slurm job (\d+)", out, re.M)

@@ -40,6 +40,7 @@ from tests.helpers import (
     EPOCHS,
     FAST_HEARTBEATS,
     LONG_TRIALS,
+    TRAIN_SAMPLES,
     Reader,
     StartBsopt,
     finish,
@@ -50,9 +51,9 @@ from tests.helpers import (
 
 def replay(state: dict[str, Any]) -> list[float]:
     """The validation losses of a trial continued here from checkpoint ``state``."""
-    config, _ = build_config(None, {"dataset": "digits", "max_train_samples": 300,
+    config, _ = build_config(None, {"dataset": "digits", "max_train_samples": TRAIN_SAMPLES,
                                     "epochs": EPOCHS, "device": "cpu"})
-    data = load_dataset("digits", max_train_samples=300)
+    data = load_dataset("digits", max_train_samples=TRAIN_SAMPLES)
     trainer = Trainer(build_model("cnn", data.input_shape, data.num_classes), data,
                       Objective(config, data, torch.device("cpu")).settings(16, 1e-3))
     trainer.load_state_dict(state)

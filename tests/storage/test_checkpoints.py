@@ -30,17 +30,18 @@ from bsopt.storage.checkpoints import CheckpointOwner, make_artifact_store, save
 from bsopt.training.data import load_dataset
 from bsopt.training.models import build_model
 from bsopt.training.trainer import Trainer
-from tests.helpers import Reader, StartBsopt, finish, wait_for
+from tests.helpers import EPOCHS as LONG_EPOCHS
+from tests.helpers import TRAIN_SAMPLES, Reader, StartBsopt, finish, wait_for
 
 EPOCHS = 3
 SAMPLES = 120
 
 
 def one_point_grid(lr: str) -> list[str]:
-    """A one-point grid of long-ish trials (8 epochs), so a test can stop one mid-way."""
+    """A one-point grid of long-ish trials, so a test can stop one mid-way."""
     return ["--sampler", "grid", "--grid-lr-points", "1", "--batch-size", "16:16", "--lr", lr,
-            "--pruner", "none", "--dataset", "digits", "--max-train-samples", "300",
-            "--epochs", "8"]
+            "--pruner", "none", "--dataset", "digits", "--max-train-samples",
+            str(TRAIN_SAMPLES), "--epochs", str(LONG_EPOCHS)]
 
 
 @pytest.mark.slow

@@ -397,3 +397,39 @@ def test_reading_an_empty_postgresql_database_creates_no_tables(postgres_url: st
                                                            "postgresql+psycopg://"))
     assert sqlalchemy.inspect(engine).get_table_names() == []
     engine.dispose()
+
+
+def test_a_trial_whose_creation_committed_but_whose_answer_was_lost_is_added_once(
+        storage_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The database committed the INSERT, then the connection died before the answer came
+    # (a server restart at that instant): the repeat must find the trial, not add another.
+    # A refill token added twice would enqueue its whole chunk twice.
+    from optuna.storages import RDBStorage
+
+    from bsopt.records import SLOT_ATTR
+    from bsopt.search.budget import REFILL_ATTR
+
+    real = RDBStorage._create_new_trial
+    answers_lost = []
+
+    def commit_then_lose_the_answer(self: RDBStorage, study_id: int,
+                                    template_trial: Any = None) -> Any:
+        trial = real(self, study_id, template_trial)
+        if len(answers_lost) < 2:
+            answers_lost.append(trial.number)
+            raise sqlalchemy.exc.OperationalError(
+                "INSERT INTO trials", {}, OSError("server closed the connection unexpectedly"))
+        return trial
+
+    study = optuna.create_study(storage=make_storage(storage_url), study_name="lost")
+    monkeypatch.setattr(RDBStorage, "_create_new_trial", commit_then_lose_the_answer)
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.WAITING, system_attrs={SLOT_ATTR: 7, REFILL_ATTR: [8, 16]}))
+    # A retry of slot 7's trial: the same slot, its own retry history.
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.WAITING, system_attrs={SLOT_ATTR: 7, "retry_history": [0],
+                                                "failed_trial": 0}))
+    trials = study.get_trials(deepcopy=False)
+    assert answers_lost == [0, 1]
+    assert [(t.number, t.system_attrs.get(SLOT_ATTR), t.system_attrs.get("retry_history"))
+            for t in trials] == [(0, 7, None), (1, 7, [0])]
