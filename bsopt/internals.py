@@ -101,6 +101,13 @@ def trial_model() -> Any:
     return TrialModel
 
 
+def trial_system_attribute_model() -> Any:
+    """Optuna's ORM class of ``trial_system_attributes`` (``trial_id``, ``key``, ``value_json``)."""
+    from optuna.storages._rdb.models import TrialSystemAttributeModel
+
+    return TrialSystemAttributeModel
+
+
 def claimed_trial(trial: Any) -> Any:
     """The ``FrozenTrial`` an ``optuna.Trial`` read when it was made (no query)."""
     return trial._cached_frozen_trial

@@ -44,7 +44,7 @@ from bsopt.storage.failures import disk_full
 MAX_FAILURES_IN_A_ROW = 3
 MAX_IDLE_POLL_SECONDS = 1.0
 CLAIM_ROUNDS = 8  # rounds of candidates a claim tries before it says none is WAITING
-REFILL_POLL_SECONDS = 0.05  # while another worker enqueues the next chunk of the budget
+REFILL_POLL_SECONDS = 0.05  # first wait while another worker enqueues the next chunk
 
 
 class Interrupted(Exception):
@@ -113,6 +113,9 @@ def claim_trial(study: optuna.Study, cursor: Cursor | None = None) -> optuna.Tri
                     if is_refilling(frozen):
                         with heartbeat(storage, tid, beaten=True):  # the refill may take long
                             refill(study, frozen)
+                        if beats:  # the caller counts the claim's beat as just recorded
+                            call_with_retry(lambda: storage.record_heartbeat(tid),  # type: ignore
+                                            what="record_heartbeat")
                     return trial
             except UpdateFinishedTrialError:
                 continue  # another worker took it and finished it already
@@ -201,6 +204,7 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
     storage = storage_of(study)
     cursor, checked = Cursor(), -math.inf
     poll = min(heartbeat_interval(storage) or MAX_IDLE_POLL_SECONDS, MAX_IDLE_POLL_SECONDS)
+    refill_wait = REFILL_POLL_SECONDS
     while not stop.is_set():
         if timeout is not None and time.monotonic() - started >= timeout:
             break
@@ -214,10 +218,17 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
             checked = -math.inf  # look for stale trials before concluding
             if not running_elsewhere(study):
                 break
-            # A stale one among them is failed and re-enqueued next round; the next chunk
-            # of the budget, being enqueued now, comes sooner.
-            stop.wait(REFILL_POLL_SECONDS if _refilling(study) else poll)
+            # A stale one among them is failed and re-enqueued next round. The next chunk
+            # of the budget, being enqueued now, comes sooner: looked for often at first,
+            # then less (its holder may have died, and its trial takes the grace period
+            # to go stale).
+            if _refilling(study):
+                stop.wait(refill_wait)
+                refill_wait = min(2 * refill_wait, poll)
+            else:
+                stop.wait(poll)
             continue
+        refill_wait = REFILL_POLL_SECONDS
         if not reseeded and _not_alone(study, trial, first_claim=not claimed):
             # Every worker, and every run, builds its sampler from the study's seed: left
             # alone they would propose the same points again. So only a worker that has a

@@ -12,6 +12,8 @@ asks the database itself:
   is what makes it exclusive in every storage.
 - :func:`trials_in_states`: the RDB storage's own ``get_all_trials`` (one query filtered
   by state), not the cache's.
+- :func:`is_retried`: whether a trial's retry exists, finished or not: one query for its
+  retry series (the trials whose ``failed_trial`` is the series' first).
 
 Other storages (the journal file, the gRPC proxy) answer from their own in-memory replay
 or server, filtered by state.
@@ -19,14 +21,23 @@ or server, filtered by state.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sqlalchemy
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.orm import aliased
 
-from bsopt.internals import rdb_backend, trial_id, trial_model
+from bsopt.internals import (
+    FAILED_TRIAL,
+    RETRY_HISTORY,
+    rdb_backend,
+    trial_id,
+    trial_model,
+    trial_system_attribute_model,
+)
 from bsopt.storage.retries import call_with_retry
 
 CANDIDATES = 8  # WAITING trials read per claim: enough for the losers of a race to go on
@@ -92,3 +103,37 @@ def running_count(storage: BaseStorage, study_id: int) -> int:
             return int(connection.execute(statement).scalar_one())
 
     return call_with_retry(query, what="running trials", url=rdb.url)
+
+
+def is_retried(storage: BaseStorage, study_id: int, trial: FrozenTrial) -> bool:
+    """Whether the study holds a retry of ``trial``, in any state.
+
+    In any state: a trial whose failure could not be written (a full disk) stays RUNNING
+    while its retry runs and finishes; when it is failed as stale later, it must not be
+    retried again. As Optuna's retry callbacks write them, every retry in a series has
+    ``failed_trial`` = the series' first trial and ``retry_history`` ending with the trial
+    it retries; a database is asked for the series only.
+    """
+    def retries_this(history: list[int] | None) -> bool:
+        return bool(history) and history[-1] == trial.number
+
+    rdb = rdb_backend(storage)
+    if rdb is None:
+        return any(retries_this(t.system_attrs.get(RETRY_HISTORY))
+                   for t in storage.get_all_trials(study_id, deepcopy=False))
+    root = trial.system_attrs.get(FAILED_TRIAL, trial.number)
+    trials = trial_model()
+    series, history = aliased(trial_system_attribute_model()), aliased(
+        trial_system_attribute_model())
+    statement = (sqlalchemy.select(history.value_json).select_from(trials)
+                 .join(series, series.trial_id == trials.trial_id)
+                 .join(history, history.trial_id == trials.trial_id)
+                 .where(trials.study_id == study_id, series.key == FAILED_TRIAL,
+                        series.value_json == json.dumps(root), history.key == RETRY_HISTORY))
+
+    def query() -> list[str]:
+        with rdb.engine.connect() as connection:
+            return list(connection.execute(statement).scalars())
+
+    found = call_with_retry(query, what="retries of a trial", url=rdb.url)
+    return any(retries_this(json.loads(value)) for value in found)

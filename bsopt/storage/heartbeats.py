@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bsopt import records
 from bsopt.internals import FAILED_TRIAL, RETRY_HISTORY, storage_of, study_id
-from bsopt.storage.claims import trials_in_states
+from bsopt.storage.claims import is_retried
 from bsopt.storage.settings import HEARTBEAT_ENV, HEARTBEAT_SECONDS, env_seconds
 
 PROXY_BEAT_ATTR = "bsopt:beat"  # trial system attribute: a worker's beats through the proxy
@@ -45,16 +45,12 @@ def retry_failed_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     ``RetryHeartbeatStaleTrialCallback`` writes them), but no intermediate values: the
     objective reports the checkpointed epochs again, and none if it starts over.
 
-    The check for a retry already made reads only the WAITING and RUNNING trials, never the
-    history: the two calls that race for one trial come within moments of each other, while
-    the first one's retry is still WAITING (or just claimed).
+    The check for a retry already made looks at retries in every state (one query on a
+    database): a trial whose failure could not be written stays RUNNING while its retry
+    runs, and is failed as stale only after that retry has finished.
     """
-    unfinished = trials_in_states(storage_of(study), study_id(study),
-                                  (TrialState.WAITING, TrialState.RUNNING))
-    for other in unfinished:
-        history = other.system_attrs.get(RETRY_HISTORY) or [None]
-        if history[-1] == trial.number:
-            return
+    if is_retried(storage_of(study), study_id(study), trial):
+        return
     system_attrs = {FAILED_TRIAL: trial.number, RETRY_HISTORY: [],
                     **{k: v for k, v in trial.system_attrs.items() if k != PROXY_BEAT_ATTR}}
     system_attrs[RETRY_HISTORY] = [*system_attrs[RETRY_HISTORY], trial.number]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bsopt.config import StudyConfig
 from bsopt.internals import rdb_backend, storage_of, trial_id
-from bsopt.search import budget
+from bsopt.search import budget, worker
 from bsopt.search.budget import ENQUEUED_ATTR, REFILL_ATTR, SLOT_ATTR, budget_left
 from bsopt.search.study import open_study, plan_study
 from bsopt.search.worker import _not_alone, claim_trial, run_worker, running_elsewhere
@@ -206,3 +207,51 @@ def test_a_run_killed_at_a_chunk_boundary_resumes_to_the_exact_budget(
     assert states == {TrialState.COMPLETE: 5, TrialState.FAIL: 1}  # the killed one, retried
     study = optuna.load_study(study_name="kill", storage=make_storage(sqlite_url))
     assert budget_left(study) == 0 and study.user_attrs[ENQUEUED_ATTR] == 5
+
+
+@pytest.mark.postgres
+def test_a_claim_that_refilled_returns_its_trial_just_beaten(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The worker counts the claim's heartbeat as just recorded and beats next one interval
+    # later; after a long refill the claim must beat again, or a heartbeat interval close to
+    # the grace period lets the healthy token trial go stale.
+    monkeypatch.setenv("BSOPT_ENQUEUE_CHUNK", "150")
+    monkeypatch.setenv("BSOPT_HEARTBEAT_SECONDS", "600")  # no beat of its own meanwhile
+    study, _ = new_study(postgres_url, 300)
+    storage = storage_of(study)
+    for _ in range(149):  # the first chunk, but its token
+        trial = claim_trial(study)
+        assert trial is not None
+        study.tell(trial, 0.0)
+    started = time.monotonic()
+    token = claim_trial(study)  # enqueues the 150 slots of the next chunk first
+    refill_seconds = time.monotonic() - started
+    assert token is not None and REFILL_ATTR in storage.get_trial(trial_id(token)).system_attrs
+    with rdb_backend(storage).engine.connect() as connection:
+        age = connection.execute(sqlalchemy.text(
+            "SELECT extract(epoch FROM now() - heartbeat) FROM trial_heartbeats "
+            "WHERE trial_id = :id"), {"id": trial_id(token)}).scalar_one()
+    assert budget_left(study) == 150 and refill_seconds > 0.2
+    assert float(age) < refill_seconds / 4  # beaten after the refill, not only before it
+
+
+def test_workers_waiting_for_a_dead_token_holder_back_off(
+        sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A holder that died before enqueueing the next chunk leaves its token trial RUNNING
+    # until it goes stale (the grace period). The workers waiting for that chunk look often
+    # at first, then less, not 20 times a second for the whole grace period.
+    monkeypatch.setenv("BSOPT_ENQUEUE_CHUNK", "4")
+    for key, value in FAST_HEARTBEATS.items():  # beat every 1 s, stale after 2 s
+        monkeypatch.setenv(key, value)
+    study, _ = new_study(sqlite_url, 8)
+    storage = storage_of(study)
+    token = study.get_trials()[3]
+    storage.record_heartbeat(trial_id(token))
+    assert storage.set_trial_state_values(trial_id(token), TrialState.RUNNING)  # then died
+    looks = []
+    real = worker._refilling
+    monkeypatch.setattr(worker, "_refilling", lambda s: looks.append(1) or real(s))
+    run_worker(study, lambda trial: trial.suggest_float("x", 0, 1))
+    trials = study.get_trials()
+    assert slots(trials) == list(range(8))  # the retry of the token enqueued the chunk
+    assert len(looks) <= 12, len(looks)  # about 2 s of waiting: 20 Hz would be 40 looks

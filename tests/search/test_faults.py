@@ -243,6 +243,32 @@ def test_a_failed_trial_is_re_enqueued_once_even_if_two_workers_retry_it(
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "journal",
+                                  pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_a_trial_is_retried_once_even_when_its_retry_finished_before_it_failed(
+        kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    # A worker enqueues its trial's retry, then cannot write the failure (a full disk): the
+    # trial stays RUNNING while the retry runs and completes. When the trial is failed as
+    # stale at last, no second retry may be made: the budget would grow by one.
+    url = (request.getfixturevalue("postgres_url") if kind == "postgresql" else
+           {"sqlite": f"sqlite:///{tmp_path}/s.db", "journal": f"journal://{tmp_path}/s.log"}[kind])
+    study = optuna.create_study(storage=make_storage(url, heartbeat=False), study_name="s")
+    x = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    first = study.ask(x)
+    retry_failed_trial(study, study.trials[0])  # the give-back's first step
+    retry = study.ask()  # another worker claims the retry ...
+    study.tell(retry, state=TrialState.FAIL)  # ... which fails too, and is retried in turn
+    retry_failed_trial(study, study.trials[1])
+    second = study.ask()
+    study.tell(second, 0.5)  # the retry's retry completes
+    study.tell(first, state=TrialState.FAIL)  # the first trial, failed as stale at last
+    for number in (0, 1, 0, 1):
+        retry_failed_trial(study, study.trials[number])
+    trials = study.trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL, TrialState.COMPLETE]
+    assert [t.system_attrs.get("retry_history") for t in trials] == [None, [0], [0, 1]]
+
+
 class Payload:
     """Unpickling this runs code: it creates the file ``marker``."""
 
