@@ -26,6 +26,10 @@ QUICK: dict[str, Any] = {"dataset": "digits", "max_train_samples": 128, "epochs"
                          "batch_size": "32:64"}
 QUICK_FLAGS = [part for key, value in QUICK.items()
                for part in (f"--{key.replace('_', '-')}", str(value))]
+# For studies that several processes must share: quick trials of 40 epochs (about a second
+# each), so that processes whose start (imports, on a loaded machine) is seconds apart all
+# get trials; a grid of quick one-epoch trials is done in half a second by the first one.
+SHARED_EPOCHS = ["--epochs", "40"]
 TIMEOUT = 300  # seconds: only against a hang, never an assertion about speed
 FAST_HEARTBEATS = {"BSOPT_HEARTBEAT_SECONDS": "1", "BSOPT_GRACE_SECONDS": "2"}
 # Trials of several short epochs: long enough to stop in the middle (about 1.5 s after the

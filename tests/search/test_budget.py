@@ -25,7 +25,14 @@ from bsopt.search.study import open_study, plan_study
 from bsopt.search.worker import _not_alone, claim_trial, run_worker, running_elsewhere
 from bsopt.storage import make_storage, retry_failed_trial
 from bsopt.storage.claims import Cursor
-from tests.helpers import FAST_HEARTBEATS, LONG_TRIALS, QUICK_FLAGS, Reader, wait_for
+from tests.helpers import (
+    FAST_HEARTBEATS,
+    LONG_TRIALS,
+    QUICK_FLAGS,
+    SHARED_EPOCHS,
+    Reader,
+    wait_for,
+)
 from tests.search.test_worker import assert_each_grid_point_once, finish, grid_command
 
 CHUNK = {"BSOPT_ENQUEUE_CHUNK": "4"}  # small chunks: a few trials cross several boundaries
@@ -165,7 +172,7 @@ def test_three_processes_finish_a_budget_across_chunk_boundaries_exactly(
     url = {"sqlite": f"sqlite:///{tmp_path}/s.db", "journal": f"journal://{tmp_path}/s.log",
            "postgresql": None}[kind] or request.getfixturevalue("postgres_url")
     command = ["search", *QUICK_FLAGS, "--storage", url, "--study-name", "s",
-               "--sampler", "random", "--pruner", "none", "--n-trials", "11"]
+               "--sampler", "random", "--pruner", "none", "--n-trials", "11", *SHARED_EPOCHS]
     for process in [bsopt_process(*command, env=CHUNK) for _ in range(3)]:
         finish(process)
     trials = Reader(url, "s").trials()

@@ -18,7 +18,7 @@ from bsopt.search.space import grid_lrs
 from bsopt.search.worker import run_worker
 from bsopt.storage import make_storage
 from bsopt.training.device import threads_per_worker
-from tests.helpers import QUICK_FLAGS
+from tests.helpers import QUICK_FLAGS, SHARED_EPOCHS
 
 TIMEOUT = 300  # seconds: only against a hang, never an assertion about speed
 StartBsopt = Callable[..., subprocess.Popen]
@@ -102,8 +102,8 @@ def test_two_machines_of_two_workers_share_a_grid_in_one_sqlite_file(
         sqlite_url: str, bsopt_process: StartBsopt) -> None:
     # Four worker processes write one SQLite file: two commands of `--workers 2` each, as
     # two users on one machine would start them.
-    processes = [bsopt_process(*grid_command(sqlite_url, "grid"), "--workers", "2")
-                 for _ in range(2)]
+    processes = [bsopt_process(*grid_command(sqlite_url, "grid"), *SHARED_EPOCHS,
+                               "--workers", "2") for _ in range(2)]
     outputs = [finish(p) for p in processes]
     assert_each_grid_point_once(sqlite_url, "grid")
     study = optuna.load_study(study_name="grid", storage=sqlite_url)
@@ -123,7 +123,7 @@ def test_three_machines_share_a_grid_in_one_journal_file(
     # A shared filesystem without a database: four worker processes (two of them in one
     # command) append to one journal file; claims are lines, the first one wins.
     url = f"journal://{tmp_path}/grid.log"
-    processes = [bsopt_process(*grid_command(url, "grid"), *workers)
+    processes = [bsopt_process(*grid_command(url, "grid"), *SHARED_EPOCHS, *workers)
                  for workers in ([], [], ["--workers", "2"])]
     outputs = [finish(p) for p in processes]
     assert_each_grid_point_once(make_storage(url, heartbeat=False), "grid")
