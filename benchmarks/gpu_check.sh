@@ -79,7 +79,7 @@ fi
 # Resume after kill -9: a search killed in the middle of a trial, then run again.
 url="sqlite:///$WORK/kill.db"
 long=(--storage "$url" --study-name kill --device "$DEVICE" --dataset digits
-      --max-train-samples 600 --epochs 8 --batch-size 16:16 --lr 1e-3:1e-3 --sampler random
+      --max-train-samples 1000 --epochs 40 --batch-size 16:16 --lr 1e-3:1e-3 --sampler random
       --pruner none --n-trials 2)
 setsid "$PYTHON" -m bsopt search "${long[@]}" >"$WORK/kill.log" 2>&1 &
 victim=$!

@@ -33,7 +33,7 @@ HEAD_IP, NODE2_IP = "127.0.0.2", "127.0.0.3"
 STOP_GRACE_SECONDS = 3.0  # SIGTERM makes a node drain for up to 30 s: kill after this
 FAST_HEALTH_CHECKS = {"RAY_health_check_initial_delay_ms": "1000",
                       "RAY_health_check_period_ms": "1000",
-                      "RAY_health_check_timeout_ms": "1000",
+                      "RAY_health_check_timeout_ms": "10000",  # a busy raylet is not dead
                       "RAY_health_check_failure_threshold": "3"}
 # Count the alive nodes through the GCS (no driver): exit 0 once there are argv[2].
 _PROBE = """\

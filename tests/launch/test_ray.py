@@ -16,7 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 from bsopt import records
 from tests.helpers import (
     FAST_HEARTBEATS,
-    LONG_TRIALS,
+    ONE_POINT,
     STOPPABLE_TRIALS,
     Reader,
     StartBsopt,
@@ -24,6 +24,10 @@ from tests.helpers import (
     wait_for,
 )
 from tests.launch.ray_cluster import HEAD_IP, RayCluster
+
+# Trials of about 5 s: the head's two workers must not finish the budget before node 2's
+# worker (started last, on a loaded machine) has claimed a trial and trained past epoch 1.
+NODE_TRIALS = [*ONE_POINT, "--epochs", "60"]
 
 
 @pytest.mark.slow
@@ -34,7 +38,7 @@ def test_a_node_dies_mid_study_its_trial_is_retried_and_nothing_is_lost(
     # Three workers need three CPUs: two on the head, so one runs on node 2.
     launch = bsopt_process("launch", "ray", "--address", "auto", "--storage", postgres_url,
                            "--study-name", "ray", "--workers", "3", "--cpus-per-worker", "1",
-                           "--", "--n-trials", "4", *LONG_TRIALS,
+                           "--", "--n-trials", "4", *NODE_TRIALS,
                            env={**FAST_HEARTBEATS, "RAY_ADDRESS": ray_nodes.address})
     reader = Reader(postgres_url, "ray")
 

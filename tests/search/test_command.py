@@ -140,7 +140,8 @@ def test_a_pruned_trial_s_processes_are_all_gone(tmp_path: Path) -> None:
     assert pruned.user_attrs[records.PRUNED_REASON] == "pruned by median after epoch 1"
     assert list(pruned.intermediate_values) == [1]
     for name in ("4.pid", "4.child.pid", "0.child.pid"):  # SIGKILLed, the group with it
-        assert gone(int((pids / name).read_text())), name
+        pid = int((pids / name).read_text())
+        wait_for(lambda pid=pid: gone(pid), f"{name} to be gone")  # reaped by now or soon
     assert stored_checkpoints(f"sqlite:///{tmp_path}/s.db") == []
 
 
@@ -276,7 +277,7 @@ def test_sigterm_stops_the_script_and_the_resumed_study_finishes(
     url, pids = f"sqlite:///{tmp_path}/s.db", tmp_path / "pids"
     pids.mkdir()
     flags = ["search", "--storage", url, "--study-name", "cmd", "--n-trials", "2",
-             "--epochs", "6", "--sampler", "random", "--pruner", "none",
+             "--epochs", "12", "--sampler", "random", "--pruner", "none",
              "--command", command("--pids", pids, "--sleep", "0.3")]
     run_ = bsopt_process(*flags)
     reader = Reader(url, "cmd")
@@ -287,7 +288,8 @@ def test_sigterm_stops_the_script_and_the_resumed_study_finishes(
     stopped = [t for t in reader.trials() if t.state == TrialState.FAIL]
     assert len(stopped) == 1
     assert stopped[0].user_attrs[records.FAIL_REASON].startswith("interrupted after epoch")
-    assert gone(int((pids / f"{stopped[0].number}.pid").read_text()))
+    script = int((pids / f"{stopped[0].number}.pid").read_text())
+    wait_for(lambda: gone(script), "the stopped script to be gone")
     finish(bsopt_process("search", "--storage", url, "--study-name", "cmd"))
     states = Counter(t.state for t in reader.trials())
     assert states == {TrialState.COMPLETE: 2, TrialState.FAIL: 1}

@@ -40,6 +40,7 @@ from tests.helpers import (
     EPOCHS,
     FAST_HEARTBEATS,
     LONG_TRIALS,
+    SHARED_EPOCHS,
     TRAIN_SAMPLES,
     Reader,
     StartBsopt,
@@ -175,8 +176,8 @@ def test_workers_finish_the_budget_across_a_postgresql_restart(
         postgres_url: str, bsopt_process: StartBsopt) -> None:
     run = bsopt_process("search", "--storage", postgres_url, "--study-name", "restart",
                         "--sampler", "tpe", "--pruner", "none", "--n-trials", "12",
-                        "--workers", "3", "--dataset", "digits", "--epochs", "3",
-                        "--max-train-samples", "400")
+                        "--workers", "3", "--dataset", "digits", "--max-train-samples", "400",
+                        *SHARED_EPOCHS)  # trials left to run when the server goes down
     reader = Reader(postgres_url, "restart")
     wait_for(lambda: any(t.state == TrialState.COMPLETE for t in reader.trials()),
              "a finished trial")

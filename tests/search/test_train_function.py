@@ -22,7 +22,15 @@ from bsopt.search import join_or_create, run_worker
 from bsopt.search.train_function import TrainFunctionObjective, check_plain
 from bsopt.storage import make_storage
 from bsopt.storage.checkpoints import make_artifact_store
-from tests.helpers import FAST_HEARTBEATS, REPO, Reader, StartBsopt, finish, wait_for
+from tests.helpers import (
+    FAST_HEARTBEATS,
+    REPO,
+    SHARED_EPOCHS,
+    Reader,
+    StartBsopt,
+    finish,
+    wait_for,
+)
 
 EXAMPLE = ["--train", "examples.train_function:train", "--epochs", "2", "--batch-size", "64:128",
            "--lr", "1e-2:0.5", "--sampler", "random", "--pruner", "none"]
@@ -39,7 +47,7 @@ def train(run):
         json.dump({"start": start, "weight": state["weight"].tolist() if state else None}, f)
     weight = state["weight"] if state else torch.zeros(3)
     for epoch in range(start + 1, run.epochs + 1):
-        time.sleep(0.6)
+        time.sleep(1.5)  # a kill after epoch 2 lands well before the end
         weight = weight + epoch
         run.report(epoch, 1.0 / epoch, train_loss=2.0 / epoch, examples=epoch * 100)
         run.save_state({"epoch": epoch, "weight": weight})
@@ -103,7 +111,8 @@ def test_a_killed_workers_trial_resumes_from_the_state_the_loop_saved(
 def test_two_workers_share_a_study_of_the_example_loop_on_postgresql(
         postgres_url: str, bsopt_process: StartBsopt) -> None:
     finish(bsopt_process("search", "--storage", postgres_url, "--study-name", "pg",
-                         "--n-trials", "4", "--workers", "2", *EXAMPLE, cwd=REPO))
+                         "--n-trials", "4", "--workers", "2", *EXAMPLE, *SHARED_EPOCHS,
+                         cwd=REPO))
     trials = Reader(postgres_url, "pg").trials()
     assert Counter(t.state for t in trials) == {TrialState.COMPLETE: 4}
     assert len({t.user_attrs[records.WORKER].split("@")[0] for t in trials}) == 2

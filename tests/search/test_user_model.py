@@ -34,7 +34,7 @@ def test_a_users_model_trains_with_two_workers_and_resumes_after_sigterm(
                         "--model", "mynet:build", "--model-args", '{"hidden": 12}',
                         "--workers", "2", "--n-trials", "4", "--sampler", "random",
                         "--pruner", "none", "--dataset", "digits", "--max-train-samples", "1000",
-                        "--epochs", "8", "--batch-size", "16:16", "--lr", "1e-3:1e-2")
+                        "--epochs", "40", "--batch-size", "16:16", "--lr", "1e-3:1e-2")
     reader = Reader(sqlite_url, "mine")
     wait_for(reader.running_with_checkpoint, "a trial past its first epoch")
     os.kill(run.pid, signal.SIGTERM)

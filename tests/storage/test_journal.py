@@ -56,8 +56,8 @@ def test_two_workers_claiming_one_trial_of_a_journal_get_it_once(tmp_path: Path)
 def test_a_trial_whose_beat_stands_still_is_failed_and_retried(tmp_path: Path) -> None:
     url = journal_url(tmp_path)
 
-    def storage() -> HeartbeatJournalStorage:  # beats every second, stale after two
-        made = make_storage(url, heartbeat_interval=1, grace_period=2,
+    def storage() -> HeartbeatJournalStorage:  # beats every second, stale after four
+        made = make_storage(url, heartbeat_interval=1, grace_period=4,
                             stale_trial_callback=retry_failed_trial)
         assert isinstance(made, HeartbeatJournalStorage)
         return made
@@ -73,7 +73,7 @@ def test_a_trial_whose_beat_stands_still_is_failed_and_retried(tmp_path: Path) -
         return onlooker.trials[0].state == TrialState.FAIL
 
     with heartbeat(storage_of(study), trial_id(trial)):  # a live worker: beating
-        deadline = time.monotonic() + 4.5
+        deadline = time.monotonic() + 6.5
         while time.monotonic() < deadline:
             assert not failed(), "a live trial was failed as stale"
             time.sleep(0.2)
